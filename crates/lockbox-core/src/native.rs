@@ -210,7 +210,12 @@ pub fn is_encrypted_binary(value: &[u8]) -> bool {
     parse(value).is_ok()
 }
 
-fn seal_into(ks: &Keyset, plaintext: &[u8], opts: &EncryptOptions<'_>) -> Result<Vec<u8>> {
+fn seal_into(
+    ks: &Keyset,
+    plaintext: &[u8],
+    opts: &EncryptOptions<'_>,
+    fixed_nonce: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let kv = ks.primary()?;
     let aead = kv.aead_for("encrypt")?;
     let alg = kv.algorithm();
@@ -247,8 +252,19 @@ fn seal_into(ks: &Keyset, plaintext: &[u8], opts: &EncryptOptions<'_>) -> Result
         buf.extend_from_slice(opts.context);
     }
     let header_end = buf.len();
-    buf.resize(header_end + nl, 0);
-    fill_random(&mut buf[header_end..])?;
+    match fixed_nonce {
+        None => {
+            buf.resize(header_end + nl, 0);
+            fill_random(&mut buf[header_end..])?;
+        }
+        Some(n) if n.len() == nl => buf.extend_from_slice(n),
+        Some(n) => {
+            return Err(Error::InvalidArgument(format!(
+                "{alg} needs a {nl}-byte nonce, got {}",
+                n.len()
+            )))
+        }
+    }
     buf.extend_from_slice(plaintext);
     let (head, rest) = buf.split_at_mut(header_end);
     let (nonce, body) = rest.split_at_mut(nl);
@@ -269,7 +285,31 @@ fn seal_into(ks: &Keyset, plaintext: &[u8], opts: &EncryptOptions<'_>) -> Result
 /// # Errors
 /// [`Error::KeyVersionUnusable`], [`Error::InvalidArgument`], [`Error::Random`].
 pub fn encrypt_binary(ks: &Keyset, plaintext: &[u8], opts: &EncryptOptions<'_>) -> Result<Vec<u8>> {
-    seal_into(ks, plaintext, opts)
+    seal_into(ks, plaintext, opts, None)
+}
+
+fn to_text(bin: &[u8]) -> String {
+    let body = &bin[BINARY_MAGIC.len()..];
+    let mut out = String::with_capacity(TEXT_PREFIX.len() + body.len().div_ceil(3) * 4);
+    out.push_str(TEXT_PREFIX);
+    b64url_encode_into(body, &mut out);
+    out
+}
+
+/// Encrypt to the text form with a caller-chosen nonce. **For test vectors
+/// only**: a nonce repeated under the same key destroys GCM and ChaCha20's
+/// security. Production code uses [`encrypt_text`].
+///
+/// # Errors
+/// As [`encrypt_binary`], and [`Error::InvalidArgument`] for a nonce of the wrong size.
+#[doc(hidden)]
+pub fn encrypt_text_with_nonce_for_vectors(
+    ks: &Keyset,
+    plaintext: &[u8],
+    opts: &EncryptOptions<'_>,
+    nonce: &[u8],
+) -> Result<String> {
+    Ok(to_text(&seal_into(ks, plaintext, opts, Some(nonce))?))
 }
 
 /// Encrypt to the text form under the keyset's primary version.
@@ -277,12 +317,7 @@ pub fn encrypt_binary(ks: &Keyset, plaintext: &[u8], opts: &EncryptOptions<'_>) 
 /// # Errors
 /// As [`encrypt_binary`].
 pub fn encrypt_text(ks: &Keyset, plaintext: &[u8], opts: &EncryptOptions<'_>) -> Result<String> {
-    let bin = seal_into(ks, plaintext, opts)?;
-    let body = &bin[BINARY_MAGIC.len()..];
-    let mut out = String::with_capacity(TEXT_PREFIX.len() + body.len().div_ceil(3) * 4);
-    out.push_str(TEXT_PREFIX);
-    b64url_encode_into(body, &mut out);
-    Ok(out)
+    Ok(to_text(&seal_into(ks, plaintext, opts, None)?))
 }
 
 fn open_binary(ks: &Keyset, mut buf: Vec<u8>, context: &[u8]) -> Result<Vec<u8>> {
