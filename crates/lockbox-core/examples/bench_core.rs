@@ -14,7 +14,10 @@ use lockbox_core::{Algorithm, EncryptOptions, Keyset};
 const REPEATS: usize = 7;
 
 fn run_ms() -> u64 {
-    std::env::var("BENCH_RUN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+    std::env::var("BENCH_RUN_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
 }
 
 /// Median operations per second of `f`.
@@ -59,49 +62,87 @@ fn main() {
         out.insert(k.to_owned(), serde_json::json!(v));
     };
 
-    for alg in [Algorithm::Aes256Gcm, Algorithm::ChaCha20Poly1305, Algorithm::XChaCha20Poly1305, Algorithm::Aes256GcmSiv, Algorithm::Aes256Siv] {
+    for alg in [
+        Algorithm::Aes256Gcm,
+        Algorithm::ChaCha20Poly1305,
+        Algorithm::XChaCha20Poly1305,
+        Algorithm::Aes256GcmSiv,
+        Algorithm::Aes256Siv,
+    ] {
         let ks = Keyset::generate("bench", alg).unwrap();
         let opts = EncryptOptions::with_context(ctx);
         let text = ks.encrypt_with(&field, &opts).unwrap();
         let bin = ks.encrypt_binary(&field, &opts).unwrap();
-        put(&format!("native_{alg}_encrypt_32_text"), ops_per_sec(|| {
-            black_box(ks.encrypt_with(black_box(&field), &opts).unwrap());
-        }));
-        put(&format!("native_{alg}_decrypt_32_text"), ops_per_sec(|| {
-            black_box(ks.decrypt(black_box(&text), ctx).unwrap());
-        }));
-        put(&format!("native_{alg}_encrypt_32_binary"), ops_per_sec(|| {
-            black_box(ks.encrypt_binary(black_box(&field), &opts).unwrap());
-        }));
-        put(&format!("native_{alg}_decrypt_32_binary"), ops_per_sec(|| {
-            black_box(ks.decrypt_binary(black_box(&bin), ctx).unwrap());
-        }));
+        put(
+            &format!("native_{alg}_encrypt_32_text"),
+            ops_per_sec(|| {
+                black_box(ks.encrypt_with(black_box(&field), &opts).unwrap());
+            }),
+        );
+        put(
+            &format!("native_{alg}_decrypt_32_text"),
+            ops_per_sec(|| {
+                black_box(ks.decrypt(black_box(&text), ctx).unwrap());
+            }),
+        );
+        put(
+            &format!("native_{alg}_encrypt_32_binary"),
+            ops_per_sec(|| {
+                black_box(ks.encrypt_binary(black_box(&field), &opts).unwrap());
+            }),
+        );
+        put(
+            &format!("native_{alg}_decrypt_32_binary"),
+            ops_per_sec(|| {
+                black_box(ks.decrypt_binary(black_box(&bin), ctx).unwrap());
+            }),
+        );
         let big = ks.encrypt_binary(&mib, &opts).unwrap();
-        put(&format!("native_{alg}_encrypt_1mib_bytes_per_sec"), (1 << 20) as f64 * ops_per_sec(|| {
-            black_box(ks.encrypt_binary(black_box(&mib), &opts).unwrap());
-        }));
-        put(&format!("native_{alg}_decrypt_1mib_bytes_per_sec"), (1 << 20) as f64 * ops_per_sec(|| {
-            black_box(ks.decrypt_binary(black_box(&big), ctx).unwrap());
-        }));
+        put(
+            &format!("native_{alg}_encrypt_1mib_bytes_per_sec"),
+            (1 << 20) as f64
+                * ops_per_sec(|| {
+                    black_box(ks.encrypt_binary(black_box(&mib), &opts).unwrap());
+                }),
+        );
+        put(
+            &format!("native_{alg}_decrypt_1mib_bytes_per_sec"),
+            (1 << 20) as f64
+                * ops_per_sec(|| {
+                    black_box(ks.decrypt_binary(black_box(&big), ctx).unwrap());
+                }),
+        );
     }
 
     let f = Fernet::new(Fernet::generate_key().unwrap());
     let tok = f.encrypt(&field).unwrap();
-    put("fernet_encrypt_32", ops_per_sec(|| {
-        black_box(f.encrypt(black_box(&field)).unwrap());
-    }));
-    put("fernet_decrypt_32", ops_per_sec(|| {
-        black_box(f.decrypt(black_box(&tok), None).unwrap());
-    }));
+    put(
+        "fernet_encrypt_32",
+        ops_per_sec(|| {
+            black_box(f.encrypt(black_box(&field)).unwrap());
+        }),
+    );
+    put(
+        "fernet_decrypt_32",
+        ops_per_sec(|| {
+            black_box(f.decrypt(black_box(&tok), None).unwrap());
+        }),
+    );
 
     let vk = VaultKey::generate(VaultKeyType::Aes256Gcm96, false, false).unwrap();
     let vt = vk.encrypt(&field, b"", b"", None).unwrap();
-    put("vault_encrypt_32", ops_per_sec(|| {
-        black_box(vk.encrypt(black_box(&field), b"", b"", None).unwrap());
-    }));
-    put("vault_decrypt_32", ops_per_sec(|| {
-        black_box(vk.decrypt(black_box(&vt), b"", b"").unwrap());
-    }));
+    put(
+        "vault_encrypt_32",
+        ops_per_sec(|| {
+            black_box(vk.encrypt(black_box(&field), b"", b"", None).unwrap());
+        }),
+    );
+    put(
+        "vault_decrypt_32",
+        ops_per_sec(|| {
+            black_box(vk.decrypt(black_box(&vt), b"", b"").unwrap());
+        }),
+    );
 
     println!("{}", serde_json::Value::Object(out));
 }

@@ -373,7 +373,9 @@ impl AeadKey {
     pub fn open_with_nonce_prefix(&self, aad: &[u8], data: &[u8]) -> Result<Vec<u8>> {
         let nl = self.alg.nonce_len();
         if data.len() < nl + TAG_LEN {
-            return Err(Error::Truncated { what: "nonce and tag" });
+            return Err(Error::Truncated {
+                what: "nonce and tag",
+            });
         }
         let (nonce, rest) = data.split_at(nl);
         self.open(nonce, aad, rest)

@@ -150,11 +150,17 @@ impl FernetKey {
     }
 
     fn signing_key(&self) -> &[u8] {
-        self.0.expose_secret().get(..HALF_KEY_LEN).unwrap_or_default()
+        self.0
+            .expose_secret()
+            .get(..HALF_KEY_LEN)
+            .unwrap_or_default()
     }
 
     fn encryption_key(&self) -> &[u8] {
-        self.0.expose_secret().get(HALF_KEY_LEN..).unwrap_or_default()
+        self.0
+            .expose_secret()
+            .get(HALF_KEY_LEN..)
+            .unwrap_or_default()
     }
 }
 
@@ -198,7 +204,9 @@ fn diagnose_key_text(s: &str) -> std::result::Result<(), String> {
         );
     }
     if s.starts_with(['\'', '"']) || s.ends_with(['\'', '"']) {
-        return Err(format!("the key is wrapped in quotes; remove them ({EXPECT})"));
+        return Err(format!(
+            "the key is wrapped in quotes; remove them ({EXPECT})"
+        ));
     }
     if s.contains(['+', '/']) {
         return Err(
@@ -228,9 +236,7 @@ fn diagnose_key_text(s: &str) -> std::result::Result<(), String> {
     let data = s.trim_end_matches('=');
     let pad = n - data.len();
     if data.contains('=') {
-        return Err(format!(
-            "the key has '=' padding before its end; {EXPECT}"
-        ));
+        return Err(format!("the key has '=' padding before its end; {EXPECT}"));
     }
     if n != KEY_B64_LEN {
         if n == KEY_B64_LEN - 1 && pad == 0 {
@@ -276,8 +282,7 @@ fn diagnose_token_text(s: &str) -> &'static str {
     } else if s.contains(['+', '/']) {
         "fernet token uses the standard base64 alphabet ('+' or '/'), not the URL-safe one"
     } else if !s.is_ascii()
-        || s
-            .bytes()
+        || s.bytes()
             .any(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'='))
     {
         "fernet token contains characters outside URL-safe base64"
@@ -318,7 +323,9 @@ fn view(data: &[u8]) -> Result<TokenView<'_>> {
     }
     let (signed, tag) = data
         .split_at_checked(data.len() - TAG_LEN)
-        .ok_or(Error::Truncated { what: "fernet HMAC" })?;
+        .ok_or(Error::Truncated {
+            what: "fernet HMAC",
+        })?;
     let (header, ciphertext) = signed
         .split_at_checked(HEADER_LEN)
         .ok_or(Error::Truncated {
@@ -595,9 +602,9 @@ impl MultiFernet {
     /// [`Error::InvalidArgument`] if `keys` is empty.
     pub fn new(keys: Vec<FernetKey>) -> Result<Self> {
         let mut it = keys.into_iter().map(Fernet::new);
-        let primary = it.next().ok_or_else(|| {
-            Error::InvalidArgument("MultiFernet needs at least one key".into())
-        })?;
+        let primary = it
+            .next()
+            .ok_or_else(|| Error::InvalidArgument("MultiFernet needs at least one key".into()))?;
         Ok(MultiFernet {
             primary,
             others: it.collect(),
@@ -701,6 +708,14 @@ impl MultiFernet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<FernetKey>();
+        assert_send_sync::<Fernet>();
+        assert_send_sync::<MultiFernet>();
+    }
 
     #[test]
     fn constants_are_consistent() {

@@ -28,7 +28,13 @@ impl hkdf::KeyType for OutLen {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if `len` is 0 or more than 255 hash lengths.
-pub fn hkdf(hash: HkdfHash, ikm: &[u8], salt: &[u8], info: &[u8], len: usize) -> Result<SecretBytes> {
+pub fn hkdf(
+    hash: HkdfHash,
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+    len: usize,
+) -> Result<SecretBytes> {
     let (alg, hash_len) = match hash {
         HkdfHash::Sha256 => (hkdf::HKDF_SHA256, 32),
         HkdfHash::Sha512 => (hkdf::HKDF_SHA512, 64),
@@ -52,7 +58,7 @@ pub fn hkdf(hash: HkdfHash, ikm: &[u8], salt: &[u8], info: &[u8], len: usize) ->
 /// HKDF-SHA256, the common case.
 ///
 /// # Errors
-/// As [`hkdf`].
+/// As [`hkdf()`].
 pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], len: usize) -> Result<SecretBytes> {
     hkdf(HkdfHash::Sha256, ikm, salt, info, len)
 }
@@ -111,7 +117,12 @@ pub const PBKDF2_DEFAULT_ITERATIONS: u32 = 210_000;
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the parameter that is too weak.
-pub fn pbkdf2_sha512(passphrase: &[u8], salt: &[u8], iterations: u32, len: usize) -> Result<SecretBytes> {
+pub fn pbkdf2_sha512(
+    passphrase: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    len: usize,
+) -> Result<SecretBytes> {
     if iterations < PBKDF2_MIN_ITERATIONS {
         return Err(Error::InvalidArgument(format!(
             "PBKDF2 needs at least {PBKDF2_MIN_ITERATIONS} iterations, got {iterations}"
@@ -131,14 +142,27 @@ pub fn pbkdf2_sha512(passphrase: &[u8], salt: &[u8], iterations: u32, len: usize
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for zero iterations or an output length of 0.
-pub fn pbkdf2_sha512_raw(passphrase: &[u8], salt: &[u8], iterations: u32, len: usize) -> Result<SecretBytes> {
+pub fn pbkdf2_sha512_raw(
+    passphrase: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    len: usize,
+) -> Result<SecretBytes> {
     let iters = std::num::NonZeroU32::new(iterations)
         .ok_or_else(|| Error::InvalidArgument("PBKDF2 iterations must be at least 1".into()))?;
     if len == 0 {
-        return Err(Error::InvalidArgument("PBKDF2 output length must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "PBKDF2 output length must be at least 1".into(),
+        ));
     }
     let mut out = vec![0u8; len];
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA512, iters, salt, passphrase, &mut out);
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA512,
+        iters,
+        salt,
+        passphrase,
+        &mut out,
+    );
     Ok(SecretBytes::new(out))
 }
 
@@ -168,7 +192,12 @@ impl Default for Argon2Params {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if the parameters or lengths are out of Argon2's range.
-pub fn argon2id(passphrase: &[u8], salt: &[u8], params: Argon2Params, len: usize) -> Result<SecretBytes> {
+pub fn argon2id(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: Argon2Params,
+    len: usize,
+) -> Result<SecretBytes> {
     argon2id_with_secret(passphrase, salt, &[], &[], params, len)
 }
 
@@ -198,8 +227,13 @@ pub fn argon2id_with_secret(
     let a = if secret.is_empty() {
         argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p)
     } else {
-        argon2::Argon2::new_with_secret(secret, argon2::Algorithm::Argon2id, argon2::Version::V0x13, p)
-            .map_err(|e| Error::InvalidArgument(format!("argon2 secret: {e}")))?
+        argon2::Argon2::new_with_secret(
+            secret,
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            p,
+        )
+        .map_err(|e| Error::InvalidArgument(format!("argon2 secret: {e}")))?
     };
     let mut out = vec![0u8; len];
     a.hash_password_into(passphrase, salt, &mut out)

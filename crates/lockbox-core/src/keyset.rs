@@ -102,7 +102,12 @@ impl fmt::Debug for KeyVersion {
 /// label, the algorithm id, the key id and the version. Computed once per
 /// version; see docs/FORMAT.md for why this makes ciphertexts key-committing.
 #[must_use]
-pub fn key_commitment(material: &[u8], alg: Algorithm, key_id: u32, version: u32) -> [u8; COMMITMENT_LEN] {
+pub fn key_commitment(
+    material: &[u8],
+    alg: Algorithm,
+    key_id: u32,
+    version: u32,
+) -> [u8; COMMITMENT_LEN] {
     hmac_sha256_parts(
         material,
         &[
@@ -270,7 +275,12 @@ impl Keyset {
     ///
     /// # Errors
     /// [`Error::InvalidKey`] if `material` has the wrong length for `algorithm`.
-    pub fn import_version(&mut self, algorithm: Algorithm, material: SecretBytes, created_at: u64) -> Result<u32> {
+    pub fn import_version(
+        &mut self,
+        algorithm: Algorithm,
+        material: SecretBytes,
+        created_at: u64,
+    ) -> Result<u32> {
         let next = self
             .versions
             .keys()
@@ -279,7 +289,14 @@ impl Keyset {
             .unwrap_or(0)
             .checked_add(1)
             .ok_or_else(|| Error::InvalidArgument("too many key versions".into()))?;
-        let kv = KeyVersion::new(self.key_id, next, algorithm, KeyState::Active, created_at, material)?;
+        let kv = KeyVersion::new(
+            self.key_id,
+            next,
+            algorithm,
+            KeyState::Active,
+            created_at,
+            material,
+        )?;
         self.versions.insert(next, kv);
         if self.primary == 0 {
             self.primary = next;
@@ -292,7 +309,10 @@ impl Keyset {
     /// # Errors
     /// [`Error::UnknownKeyVersion`], or [`Error::KeyVersionUnusable`] if not active.
     pub fn set_primary(&mut self, version: u32) -> Result<()> {
-        let kv = self.versions.get(&version).ok_or(Error::UnknownKeyVersion(version))?;
+        let kv = self
+            .versions
+            .get(&version)
+            .ok_or(Error::UnknownKeyVersion(version))?;
         kv.aead_for("encrypt")?;
         self.primary = version;
         Ok(())
@@ -307,7 +327,10 @@ impl Keyset {
     /// that is not allowed (leaving `destroyed`, retiring the primary).
     pub fn set_state(&mut self, version: u32, state: KeyState) -> Result<()> {
         let is_primary = version == self.primary;
-        let kv = self.versions.get_mut(&version).ok_or(Error::UnknownKeyVersion(version))?;
+        let kv = self
+            .versions
+            .get_mut(&version)
+            .ok_or(Error::UnknownKeyVersion(version))?;
         if kv.state == KeyState::Destroyed && state != KeyState::Destroyed {
             return Err(Error::InvalidArgument(format!(
                 "key version {version} is destroyed; that cannot be undone"
@@ -397,7 +420,11 @@ impl Keyset {
     ///
     /// # Errors
     /// As [`Keyset::encrypt_with`].
-    pub fn encrypt_binary(&self, plaintext: &[u8], options: &EncryptOptions<'_>) -> Result<Vec<u8>> {
+    pub fn encrypt_binary(
+        &self,
+        plaintext: &[u8],
+        options: &EncryptOptions<'_>,
+    ) -> Result<Vec<u8>> {
         native::encrypt_binary(self, plaintext, options)
     }
 
@@ -462,7 +489,10 @@ impl Keyset {
             let algorithm: Algorithm = v.algorithm.parse()?;
             let state: KeyState = v.state.parse()?;
             if ks.versions.contains_key(&v.version) {
-                return Err(Error::Keyset(format!("version {} appears twice", v.version)));
+                return Err(Error::Keyset(format!(
+                    "version {} appears twice",
+                    v.version
+                )));
             }
             let kv = match (state, key) {
                 (KeyState::Destroyed, None) => KeyVersion {
@@ -484,19 +514,21 @@ impl Keyset {
                     return Err(Error::Keyset(format!("version {} has no key", v.version)));
                 }
                 (_, Some(k)) => {
-                    let bytes = SecretBytes::new(
-                        b64_decode(&k).map_err(|_| Error::Keyset(format!("version {}: key is not base64", v.version)))?,
-                    );
+                    let bytes = SecretBytes::new(b64_decode(&k).map_err(|_| {
+                        Error::Keyset(format!("version {}: key is not base64", v.version))
+                    })?);
                     KeyVersion::new(key_id, v.version, algorithm, state, v.created_at, bytes)
                         .map_err(|e| Error::Keyset(format!("version {}: {e}", v.version)))?
                 }
             };
             ks.versions.insert(v.version, kv);
         }
-        let primary = ks
-            .versions
-            .get(&file.primary_version)
-            .ok_or_else(|| Error::Keyset(format!("primary_version {} does not exist", file.primary_version)))?;
+        let primary = ks.versions.get(&file.primary_version).ok_or_else(|| {
+            Error::Keyset(format!(
+                "primary_version {} does not exist",
+                file.primary_version
+            ))
+        })?;
         if primary.state != KeyState::Active {
             return Err(Error::Keyset(format!(
                 "primary_version {} is {}, not active",

@@ -236,8 +236,7 @@ fn seal_into(
         None
     };
     let nl = alg.nonce_len();
-    let mut buf =
-        Vec::with_capacity(4 + FIXED_HEADER_LEN + extra + nl + plaintext.len() + TAG_LEN);
+    let mut buf = Vec::with_capacity(4 + FIXED_HEADER_LEN + extra + nl + plaintext.len() + TAG_LEN);
     buf.extend_from_slice(&BINARY_MAGIC);
     buf.push(alg.id());
     buf.push(flags);
@@ -389,5 +388,9 @@ pub fn binary_overhead(alg: Algorithm, opts: &EncryptOptions<'_>) -> usize {
         + alg.nonce_len()
         + TAG_LEN
         + if opts.timestamp.is_some() { 8 } else { 0 }
-        + if opts.store_context { 2 + opts.context.len() } else { 0 }
+        + if opts.store_context {
+            2 + opts.context.len()
+        } else {
+            0
+        }
 }

@@ -42,7 +42,9 @@ fn fixed_keyset(key_id: u32, versions: &[(Algorithm, Vec<u8>)]) -> Keyset {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Build the vector file contents from fixed keys and nonces.
@@ -52,8 +54,20 @@ fn make_vectors() -> Value {
     for alg in Algorithm::ALL {
         for (name, pt, ctx, store, ts) in [
             ("empty plaintext, no context", vec![], "", false, None),
-            ("32-byte field with context", pattern(32, 7), "tenant=acme;table=users;column=ssn;row=42", false, None),
-            ("stored context and timestamp", b"alice@example.com".to_vec(), "tenant=acme", true, Some(1_764_000_123u64)),
+            (
+                "32-byte field with context",
+                pattern(32, 7),
+                "tenant=acme;table=users;column=ssn;row=42",
+                false,
+                None,
+            ),
+            (
+                "stored context and timestamp",
+                b"alice@example.com".to_vec(),
+                "tenant=acme",
+                true,
+                Some(1_764_000_123u64),
+            ),
             ("1000 bytes", pattern(1000, 3), "doc", false, None),
         ] {
             seed = seed.wrapping_add(17);
@@ -61,7 +75,11 @@ fn make_vectors() -> Value {
             let key_v2 = pattern(alg.key_len(), seed.wrapping_add(1));
             let ks = fixed_keyset(0x1a2b_3c4d, &[(alg, key_v1.clone()), (alg, key_v2.clone())]);
             let nonce = pattern(alg.nonce_len(), seed.wrapping_add(2));
-            let opts = EncryptOptions { context: ctx.as_bytes(), store_context: store, timestamp: ts };
+            let opts = EncryptOptions {
+                context: ctx.as_bytes(),
+                store_context: store,
+                timestamp: ts,
+            };
             let ct = native::encrypt_text_with_nonce_for_vectors(&ks, &pt, &opts, &nonce).unwrap();
             cases.push(json!({
                 "comment": format!("{alg}: {name}"),
@@ -100,7 +118,9 @@ fn invalid_vectors() -> Value {
     let key = pattern(32, 99);
     let ks = fixed_keyset(0x0102_0304, &[(Algorithm::Aes256Gcm, key.clone())]);
     let opts = EncryptOptions::with_context(b"row=7");
-    let good = native::encrypt_text_with_nonce_for_vectors(&ks, b"the plaintext", &opts, &pattern(12, 5)).unwrap();
+    let good =
+        native::encrypt_text_with_nonce_for_vectors(&ks, b"the plaintext", &opts, &pattern(12, 5))
+            .unwrap();
     let body = b64url_decode(&good[5..]).unwrap();
     let with_body = |f: &dyn Fn(&mut Vec<u8>)| {
         let mut b = body.clone();
@@ -109,32 +129,139 @@ fn invalid_vectors() -> Value {
     };
     let mut v = vec![
         ("valid (control)", good.clone(), "row=7", "ok"),
-        ("wrong context", good.clone(), "row=8", "authentication-failed"),
+        (
+            "wrong context",
+            good.clone(),
+            "row=8",
+            "authentication-failed",
+        ),
         ("missing context", good.clone(), "", "authentication-failed"),
-        ("no prefix", good[5..].to_string(), "row=7", "unknown-prefix"),
-        ("future format version", good.replacen("lbx1:", "lbx2:", 1), "row=7", "unsupported-version"),
-        ("not base64", format!("{}*", &good[..good.len() - 1]), "row=7", "encoding"),
-        ("unknown algorithm id", with_body(&|b| b[0] = 0xee), "row=7", "unknown-algorithm"),
-        ("algorithm changed to ChaCha20-Poly1305", with_body(&|b| b[0] = 3), "row=7", "authentication-failed"),
-        ("unknown flag bit", with_body(&|b| b[1] |= 0x80), "row=7", "malformed"),
-        ("timestamp flag set, no timestamp", with_body(&|b| b[1] |= 0x02), "row=7", "authentication-failed"),
-        ("key id changed", with_body(&|b| b[2] ^= 1), "row=7", "wrong-key-id"),
-        ("key version changed", with_body(&|b| b[9] = 2), "row=7", "unknown-key-version"),
-        ("key version 0", with_body(&|b| b[6..10].copy_from_slice(&[0, 0, 0, 0])), "row=7", "malformed"),
-        ("commitment changed", with_body(&|b| b[10] ^= 0x40), "row=7", "authentication-failed"),
-        ("nonce changed", with_body(&|b| b[42] ^= 1), "row=7", "authentication-failed"),
-        ("ciphertext changed", with_body(&|b| b[54] ^= 1), "row=7", "authentication-failed"),
-        ("tag changed", with_body(&|b| { let n = b.len(); b[n - 1] ^= 1 }), "row=7", "authentication-failed"),
-        ("truncated by one byte", with_body(&|b| { b.pop(); }), "row=7", "authentication-failed"),
-        ("extended by one byte", with_body(&|b| b.push(0)), "row=7", "authentication-failed"),
-        ("header only", with_body(&|b| b.truncate(42)), "row=7", "truncated"),
-        ("shorter than a tag after the nonce", with_body(&|b| b.truncate(42 + 12 + 15)), "row=7", "truncated"),
+        (
+            "no prefix",
+            good[5..].to_string(),
+            "row=7",
+            "unknown-prefix",
+        ),
+        (
+            "future format version",
+            good.replacen("lbx1:", "lbx2:", 1),
+            "row=7",
+            "unsupported-version",
+        ),
+        (
+            "not base64",
+            format!("{}*", &good[..good.len() - 1]),
+            "row=7",
+            "encoding",
+        ),
+        (
+            "unknown algorithm id",
+            with_body(&|b| b[0] = 0xee),
+            "row=7",
+            "unknown-algorithm",
+        ),
+        (
+            "algorithm changed to ChaCha20-Poly1305",
+            with_body(&|b| b[0] = 3),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "unknown flag bit",
+            with_body(&|b| b[1] |= 0x80),
+            "row=7",
+            "malformed",
+        ),
+        (
+            "timestamp flag set, no timestamp",
+            with_body(&|b| b[1] |= 0x02),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "key id changed",
+            with_body(&|b| b[2] ^= 1),
+            "row=7",
+            "wrong-key-id",
+        ),
+        (
+            "key version changed",
+            with_body(&|b| b[9] = 2),
+            "row=7",
+            "unknown-key-version",
+        ),
+        (
+            "key version 0",
+            with_body(&|b| b[6..10].copy_from_slice(&[0, 0, 0, 0])),
+            "row=7",
+            "malformed",
+        ),
+        (
+            "commitment changed",
+            with_body(&|b| b[10] ^= 0x40),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "nonce changed",
+            with_body(&|b| b[42] ^= 1),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "ciphertext changed",
+            with_body(&|b| b[54] ^= 1),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "tag changed",
+            with_body(&|b| {
+                let n = b.len();
+                b[n - 1] ^= 1
+            }),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "truncated by one byte",
+            with_body(&|b| {
+                b.pop();
+            }),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "extended by one byte",
+            with_body(&|b| b.push(0)),
+            "row=7",
+            "authentication-failed",
+        ),
+        (
+            "header only",
+            with_body(&|b| b.truncate(42)),
+            "row=7",
+            "truncated",
+        ),
+        (
+            "shorter than a tag after the nonce",
+            with_body(&|b| b.truncate(42 + 12 + 15)),
+            "row=7",
+            "truncated",
+        ),
         ("empty body", "lbx1:".to_string(), "row=7", "truncated"),
     ];
     // Same key id and version, different key material: the commitment rejects it.
     let other = fixed_keyset(0x0102_0304, &[(Algorithm::Aes256Gcm, pattern(32, 100))]);
-    let forged = native::encrypt_text_with_nonce_for_vectors(&other, b"forged", &opts, &pattern(12, 5)).unwrap();
-    v.push(("other key, same key id and version", forged, "row=7", "authentication-failed"));
+    let forged =
+        native::encrypt_text_with_nonce_for_vectors(&other, b"forged", &opts, &pattern(12, 5))
+            .unwrap();
+    v.push((
+        "other key, same key id and version",
+        forged,
+        "row=7",
+        "authentication-failed",
+    ));
     json!({
         "key_id": "01020304",
         "algorithm": "aes256-gcm",
@@ -151,7 +278,10 @@ fn vector_file_matches_code() {
         std::fs::write(&path, serde_json::to_string_pretty(&made).unwrap() + "\n").unwrap();
     }
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(file, made, "native vectors changed: the format must not change silently");
+    assert_eq!(
+        file, made,
+        "native vectors changed: the format must not change silently"
+    );
 }
 
 #[test]
@@ -165,14 +295,22 @@ fn vector_file_decrypts() {
         let ct = case["ciphertext"].as_str().unwrap();
         let ctx = case["context"].as_str().unwrap();
         let pt = b64_decode(case["plaintext"].as_str().unwrap()).unwrap();
-        assert_eq!(ks.decrypt(ct, ctx.as_bytes()).unwrap(), pt, "{}", case["comment"]);
+        assert_eq!(
+            ks.decrypt(ct, ctx.as_bytes()).unwrap(),
+            pt,
+            "{}",
+            case["comment"]
+        );
         assert!(lockbox_core::is_encrypted(ct));
         let h = native::inspect_text(ct).unwrap();
         assert_eq!(h.key_version, 2);
         assert_eq!(h.timestamp, case["timestamp"].as_u64());
         // Binary overhead stated in the file is the real one.
         let bin_len = b64url_decode(&ct[5..]).unwrap().len() + 4;
-        assert_eq!(bin_len - pt.len(), case["overhead_bytes"].as_u64().unwrap() as usize);
+        assert_eq!(
+            bin_len - pt.len(),
+            case["overhead_bytes"].as_u64().unwrap() as usize
+        );
         if case["store_context"].as_bool().unwrap() {
             assert_eq!(h.context.as_deref(), Some(ctx.as_bytes()));
             // A stored context may be omitted by the caller.
@@ -184,11 +322,17 @@ fn vector_file_decrypts() {
     let inv = &file["invalid"];
     let ks = fixed_keyset(
         0x0102_0304,
-        &[(Algorithm::Aes256Gcm, b64_decode(inv["key"].as_str().unwrap()).unwrap())],
+        &[(
+            Algorithm::Aes256Gcm,
+            b64_decode(inv["key"].as_str().unwrap()).unwrap(),
+        )],
     );
     let mut failures = 0;
     for case in inv["cases"].as_array().unwrap() {
-        let got = ks.decrypt(case["ciphertext"].as_str().unwrap(), case["context"].as_str().unwrap().as_bytes());
+        let got = ks.decrypt(
+            case["ciphertext"].as_str().unwrap(),
+            case["context"].as_str().unwrap().as_bytes(),
+        );
         let got = match &got {
             Ok(_) => "ok",
             Err(e) => {
@@ -206,7 +350,10 @@ fn overhead_is_as_documented() {
     // docs/FORMAT.md: 74 bytes for the 96-bit-nonce AEADs, 86 for XChaCha20, 62 for AES-SIV.
     let o = EncryptOptions::default();
     assert_eq!(native::binary_overhead(Algorithm::Aes256Gcm, &o), 74);
-    assert_eq!(native::binary_overhead(Algorithm::XChaCha20Poly1305, &o), 86);
+    assert_eq!(
+        native::binary_overhead(Algorithm::XChaCha20Poly1305, &o),
+        86
+    );
     assert_eq!(native::binary_overhead(Algorithm::Aes256Siv, &o), 62);
     let ks = Keyset::generate("t", Algorithm::Aes256Gcm).unwrap();
     let t = ks.encrypt(&[0u8; 32], b"").unwrap();
@@ -231,19 +378,40 @@ fn states_and_versions() {
     let v2 = ks.rotate(Algorithm::ChaCha20Poly1305).unwrap();
     assert_eq!(v2, 2);
     let t2 = ks.encrypt(b"v2", b"").unwrap();
-    assert_eq!(native::inspect_text(&t2).unwrap().algorithm, Algorithm::ChaCha20Poly1305);
+    assert_eq!(
+        native::inspect_text(&t2).unwrap().algorithm,
+        Algorithm::ChaCha20Poly1305
+    );
     assert_eq!(ks.decrypt(&t1, b"").unwrap(), b"v1");
     ks.set_state(1, KeyState::DecryptOnly).unwrap();
     assert_eq!(ks.decrypt(&t1, b"").unwrap(), b"v1");
-    assert!(matches!(ks.set_primary(1), Err(Error::KeyVersionUnusable { .. })));
+    assert!(matches!(
+        ks.set_primary(1),
+        Err(Error::KeyVersionUnusable { .. })
+    ));
     ks.set_state(1, KeyState::Disabled).unwrap();
-    assert!(matches!(ks.decrypt(&t1, b""), Err(Error::KeyVersionUnusable { state: "disabled", .. })));
+    assert!(matches!(
+        ks.decrypt(&t1, b""),
+        Err(Error::KeyVersionUnusable {
+            state: "disabled",
+            ..
+        })
+    ));
     ks.set_state(1, KeyState::Active).unwrap();
     assert_eq!(ks.decrypt(&t1, b"").unwrap(), b"v1");
-    assert!(ks.set_state(2, KeyState::Disabled).is_err(), "primary cannot be disabled");
+    assert!(
+        ks.set_state(2, KeyState::Disabled).is_err(),
+        "primary cannot be disabled"
+    );
     ks.set_state(1, KeyState::Destroyed).unwrap();
     assert!(ks.version(1).unwrap().expose_key_material().is_none());
-    assert!(matches!(ks.decrypt(&t1, b""), Err(Error::KeyVersionUnusable { state: "destroyed", .. })));
+    assert!(matches!(
+        ks.decrypt(&t1, b""),
+        Err(Error::KeyVersionUnusable {
+            state: "destroyed",
+            ..
+        })
+    ));
     assert!(ks.set_state(1, KeyState::Active).is_err());
     // Survives the file form, destroyed version included.
     let back = Keyset::from_json(&ks.to_json().unwrap()).unwrap();
@@ -252,7 +420,13 @@ fn states_and_versions() {
     assert_eq!(back.version(1).unwrap().state(), KeyState::Destroyed);
     // Key material never in Debug.
     let dbg = format!("{back:?}");
-    let k2 = b64_encode(back.version(2).unwrap().expose_key_material().unwrap().expose_secret());
+    let k2 = b64_encode(
+        back.version(2)
+            .unwrap()
+            .expose_key_material()
+            .unwrap()
+            .expose_secret(),
+    );
     assert!(!dbg.contains(&k2));
 }
 
@@ -260,15 +434,47 @@ fn states_and_versions() {
 fn keyset_file_errors_name_the_problem() {
     let ks = Keyset::generate("k", Algorithm::Aes256Gcm).unwrap();
     let good: Value = serde_json::from_str(&ks.to_json().unwrap()).unwrap();
-    let variants: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("unsupported keyset file version", Box::new(|v| v["lockbox_keyset"] = json!(9))),
-        ("key_id must be 8 hex digits", Box::new(|v| v["key_id"] = json!("xyz"))),
-        ("primary_version 5 does not exist", Box::new(|v| v["primary_version"] = json!(5))),
-        ("unknown algorithm", Box::new(|v| v["versions"][0]["algorithm"] = json!("rot13"))),
-        ("unknown key state", Box::new(|v| v["versions"][0]["state"] = json!("sleepy"))),
-        ("key is not base64", Box::new(|v| v["versions"][0]["key"] = json!("%%%"))),
-        ("needs a 32-byte key", Box::new(|v| v["versions"][0]["key"] = json!("AAAA"))),
-        ("has no key", Box::new(|v| v["versions"][0].as_object_mut().unwrap().remove("key").map(|_| ()).unwrap_or(()))),
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let variants: Vec<(&str, Mutation)> = vec![
+        (
+            "unsupported keyset file version",
+            Box::new(|v| v["lockbox_keyset"] = json!(9)),
+        ),
+        (
+            "key_id must be 8 hex digits",
+            Box::new(|v| v["key_id"] = json!("xyz")),
+        ),
+        (
+            "primary_version 5 does not exist",
+            Box::new(|v| v["primary_version"] = json!(5)),
+        ),
+        (
+            "unknown algorithm",
+            Box::new(|v| v["versions"][0]["algorithm"] = json!("rot13")),
+        ),
+        (
+            "unknown key state",
+            Box::new(|v| v["versions"][0]["state"] = json!("sleepy")),
+        ),
+        (
+            "key is not base64",
+            Box::new(|v| v["versions"][0]["key"] = json!("%%%")),
+        ),
+        (
+            "needs a 32-byte key",
+            Box::new(|v| v["versions"][0]["key"] = json!("AAAA")),
+        ),
+        (
+            "has no key",
+            Box::new(|v| {
+                v["versions"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("key")
+                    .map(|_| ())
+                    .unwrap_or(())
+            }),
+        ),
         ("unknown field", Box::new(|v| v["extra"] = json!(1))),
     ];
     for (needle, f) in variants {
@@ -276,7 +482,10 @@ fn keyset_file_errors_name_the_problem() {
         f(&mut v);
         let e = Keyset::from_json(&v.to_string()).unwrap_err().to_string();
         assert!(e.contains(needle), "expected {needle:?} in {e:?}");
-        let key = v["versions"][0]["key"].as_str().unwrap_or("AAAA-none").to_owned();
+        let key = v["versions"][0]["key"]
+            .as_str()
+            .unwrap_or("AAAA-none")
+            .to_owned();
         if key.len() > 8 {
             assert!(!e.contains(&key), "error leaks key: {e}");
         }

@@ -117,7 +117,13 @@ enum FernetCommand {
     /// Decrypt a Fernet token from stdin with any of the keys (MultiFernet).
     Decrypt {
         /// Fernet keys, newest first; repeat the flag or separate with commas (or LOCKBOX_FERNET_KEYS).
-        #[arg(long = "key", required = true, env = "LOCKBOX_FERNET_KEYS", value_delimiter = ',', hide_env_values = true)]
+        #[arg(
+            long = "key",
+            required = true,
+            env = "LOCKBOX_FERNET_KEYS",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
         keys: Vec<String>,
         /// Reject tokens older than this many seconds.
         #[arg(long)]
@@ -126,7 +132,13 @@ enum FernetCommand {
     /// Re-encrypt a token from stdin under the first key, keeping its timestamp.
     Rotate {
         /// Fernet keys, newest first.
-        #[arg(long = "key", required = true, env = "LOCKBOX_FERNET_KEYS", value_delimiter = ',', hide_env_values = true)]
+        #[arg(
+            long = "key",
+            required = true,
+            env = "LOCKBOX_FERNET_KEYS",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
         keys: Vec<String>,
     },
 }
@@ -181,7 +193,11 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(out) => {
             let mut stdout = io::stdout().lock();
-            if stdout.write_all(&out).and_then(|()| stdout.flush()).is_err() {
+            if stdout
+                .write_all(&out)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
                 return ExitCode::from(1);
             }
             ExitCode::SUCCESS
@@ -388,7 +404,9 @@ fn inspect(token: &str) -> CliResult<Vec<u8>> {
     } else if lockbox::fernet::is_fernet_token(token) {
         serde_json::json!({"format": "fernet"})
     } else {
-        return Err(CliError::new("not a recognised ciphertext (lockbox lbx1:, vault:vN:, or Fernet)"));
+        return Err(CliError::new(
+            "not a recognised ciphertext (lockbox lbx1:, vault:vN:, or Fernet)",
+        ));
     };
     json_line(&v)
 }
@@ -397,9 +415,8 @@ fn fernet_keys(keys: &[String]) -> CliResult<Vec<FernetKey>> {
     keys.iter()
         .enumerate()
         .map(|(i, k)| {
-            FernetKey::from_base64(k.trim()).map_err(|e| {
-                CliError::from(e).message_prefix(&format!("--key #{}: ", i + 1))
-            })
+            FernetKey::from_base64(k.trim())
+                .map_err(|e| CliError::from(e).message_prefix(&format!("--key #{}: ", i + 1)))
         })
         .collect()
 }

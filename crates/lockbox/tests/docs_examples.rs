@@ -9,8 +9,15 @@ use std::process::Command;
 fn cli_doc_examples_run() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let doc = std::fs::read_to_string(root.join("docs/CLI.md")).unwrap();
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_lockbox")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_lockbox"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut blocks = 0;
     let mut rest = doc.as_str();
     while let Some(start) = rest.find("```sh\n") {
@@ -24,9 +31,9 @@ fn cli_doc_examples_run() {
                 Some(cmd) => {
                     let cmd = cmd.split("  #").next().unwrap_or(cmd).trim_end();
                     format!(
-                    "if {cmd}; then echo 'expected to fail: {}' >&2; exit 1; fi\n",
-                    cmd.replace('\'', "")
-                )
+                        "if {cmd}; then echo 'expected to fail: {}' >&2; exit 1; fi\n",
+                        cmd.replace('\'', "")
+                    )
                 }
                 None => format!("{l}\n"),
             })
@@ -54,5 +61,8 @@ fn cli_doc_examples_run() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
-    assert!(blocks >= 6, "expected the documented examples, found {blocks} blocks");
+    assert!(
+        blocks >= 6,
+        "expected the documented examples, found {blocks} blocks"
+    );
 }
