@@ -19,7 +19,7 @@ cargo build --quiet --release -p lockbox-core --example bench_core
 echo "== openssl speed -evp aes-256-gcm (median of 5 runs of 1 s per size)" >&2
 openssl_rate() { # bytes -> ops/s, median of 5
   for _ in 1 2 3 4 5; do
-    openssl speed -mr -seconds 1 -bytes "$1" -evp aes-256-gcm 2>/dev/null \
+    openssl speed -mr -seconds 1 -bytes "$1" -evp aes-256-gcm 2>&1 \
       | awk -F: '/^\+R:/ {print $2}'
   done | sort -n | sed -n 3p
 }
