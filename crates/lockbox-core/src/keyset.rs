@@ -304,6 +304,36 @@ impl Keyset {
         Ok(next)
     }
 
+    /// Insert `material` as version `version` with `state` (for stores that
+    /// keep versions with their numbers, e.g. after a trim). Does not change
+    /// the primary unless the keyset had none.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the version exists or is 0;
+    /// [`Error::InvalidKey`] for material of the wrong length.
+    pub fn insert_version(
+        &mut self,
+        version: u32,
+        algorithm: Algorithm,
+        material: SecretBytes,
+        created_at: u64,
+        state: KeyState,
+    ) -> Result<()> {
+        if self.versions.contains_key(&version) {
+            return Err(Error::InvalidArgument(format!("key version {version} exists")));
+        }
+        let mut kv = KeyVersion::new(self.key_id, version, algorithm, state, created_at, material)?;
+        if state == KeyState::Destroyed {
+            kv.prepared = None;
+            kv.material = None;
+        }
+        self.versions.insert(version, kv);
+        if self.primary == 0 && state == KeyState::Active {
+            self.primary = version;
+        }
+        Ok(())
+    }
+
     /// Make `version` the primary (encrypting) version. It must be active.
     ///
     /// # Errors

@@ -186,6 +186,10 @@ pub enum VaultKeyType {
     Aes256Gcm96,
     /// `chacha20-poly1305`: ChaCha20-Poly1305 (RFC 8439).
     ChaCha20Poly1305,
+    /// `xchacha20-poly1305` (Lockbox extension, not in Vault): 192-bit nonce.
+    XChaCha20Poly1305,
+    /// `aes256-gcm-siv` (Lockbox extension, not in Vault): AES-256-GCM-SIV, 96-bit nonce.
+    Aes256GcmSiv,
 }
 
 impl VaultKeyType {
@@ -196,6 +200,17 @@ impl VaultKeyType {
         VaultKeyType::ChaCha20Poly1305,
     ];
 
+    /// Key types Lockbox adds to Vault's, in the same ciphertext format with
+    /// the algorithm's own nonce size.
+    pub const LOCKBOX_EXTENSIONS: [VaultKeyType; 2] =
+        [VaultKeyType::XChaCha20Poly1305, VaultKeyType::Aes256GcmSiv];
+
+    /// Nonce length in bytes.
+    #[must_use]
+    pub const fn nonce_len(self) -> usize {
+        self.algorithm().nonce_len()
+    }
+
     /// Vault's name for the type (`aes256-gcm96`, ...).
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -203,6 +218,8 @@ impl VaultKeyType {
             VaultKeyType::Aes128Gcm96 => "aes128-gcm96",
             VaultKeyType::Aes256Gcm96 => "aes256-gcm96",
             VaultKeyType::ChaCha20Poly1305 => "chacha20-poly1305",
+            VaultKeyType::XChaCha20Poly1305 => "xchacha20-poly1305",
+            VaultKeyType::Aes256GcmSiv => "aes256-gcm-siv",
         }
     }
 
@@ -211,7 +228,7 @@ impl VaultKeyType {
     pub const fn key_len(self) -> usize {
         match self {
             VaultKeyType::Aes128Gcm96 => 16,
-            VaultKeyType::Aes256Gcm96 | VaultKeyType::ChaCha20Poly1305 => 32,
+            _ => 32,
         }
     }
 
@@ -222,6 +239,8 @@ impl VaultKeyType {
             VaultKeyType::Aes128Gcm96 => Algorithm::Aes128Gcm,
             VaultKeyType::Aes256Gcm96 => Algorithm::Aes256Gcm,
             VaultKeyType::ChaCha20Poly1305 => Algorithm::ChaCha20Poly1305,
+            VaultKeyType::XChaCha20Poly1305 => Algorithm::XChaCha20Poly1305,
+            VaultKeyType::Aes256GcmSiv => Algorithm::Aes256GcmSiv,
         }
     }
 
@@ -229,8 +248,12 @@ impl VaultKeyType {
     #[must_use]
     pub const fn auth_failure_message(self) -> &'static str {
         match self {
-            VaultKeyType::Aes128Gcm96 | VaultKeyType::Aes256Gcm96 => messages::GCM_AUTH_FAILED,
-            VaultKeyType::ChaCha20Poly1305 => messages::CHACHA_AUTH_FAILED,
+            VaultKeyType::Aes128Gcm96 | VaultKeyType::Aes256Gcm96 | VaultKeyType::Aes256GcmSiv => {
+                messages::GCM_AUTH_FAILED
+            }
+            VaultKeyType::ChaCha20Poly1305 | VaultKeyType::XChaCha20Poly1305 => {
+                messages::CHACHA_AUTH_FAILED
+            }
         }
     }
 }
@@ -244,10 +267,12 @@ impl fmt::Display for VaultKeyType {
 impl FromStr for VaultKeyType {
     type Err = Error;
 
-    /// Vault's names, exactly: `aes128-gcm96`, `aes256-gcm96`, `chacha20-poly1305`.
+    /// Vault's names, exactly: `aes128-gcm96`, `aes256-gcm96`,
+    /// `chacha20-poly1305`, and Lockbox's `xchacha20-poly1305`, `aes256-gcm-siv`.
     fn from_str(s: &str) -> Result<Self> {
         VaultKeyType::ALL
             .into_iter()
+            .chain(VaultKeyType::LOCKBOX_EXTENSIONS)
             .find(|t| t.name() == s)
             .ok_or_else(|| Error::UnknownAlgorithm(s.to_owned()))
     }
@@ -621,14 +646,16 @@ impl VaultKey {
             Some(v) => v,
         };
         let (key, hmac_key) = self.op_key(version, context, self.convergent, "encrypt")?;
-        let mut nonce = [0u8; NONCE_LEN];
+        let nl = self.key_type.nonce_len();
+        let mut nonce = [0u8; 32];
         match &hmac_key {
             Some(h) => nonce = convergent_nonce(h.expose_secret(), plaintext, associated_data),
-            None => fill_random(&mut nonce)?,
+            None => fill_random(&mut nonce[..nl])?,
         }
-        let sealed = key.aead().seal(&nonce, associated_data, plaintext)?;
-        let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
-        body.extend_from_slice(&nonce);
+        let nonce = &nonce[..nl];
+        let sealed = key.aead().seal(nonce, associated_data, plaintext)?;
+        let mut body = Vec::with_capacity(nl + sealed.len());
+        body.extend_from_slice(nonce);
         body.extend_from_slice(&sealed);
         Ok(format!("{PREFIX}{version}:{}", b64_encode(&body)))
     }
@@ -663,7 +690,7 @@ impl VaultKey {
         let data = decode_body(body)?;
         let (key, _) = self.op_key(version, context, false, "decrypt")?;
         let (nonce, sealed) = data
-            .split_at_checked(NONCE_LEN)
+            .split_at_checked(self.key_type.nonce_len())
             .ok_or(Error::Malformed(messages::BAD_LENGTH))?;
         // Go's AEADs report a body too short for a tag as an authentication
         // failure, not as a length error.
@@ -695,7 +722,8 @@ impl VaultKey {
 /// The convergent nonce: Vault's `HMAC-SHA256(H, plaintext)[..12]` with empty
 /// associated data, otherwise Lockbox's
 /// `HMAC-SHA256(HMAC-SHA256(H, label), be64(len(aad)) ‖ aad ‖ plaintext)[..12]`.
-fn convergent_nonce(hmac_key: &[u8], plaintext: &[u8], associated_data: &[u8]) -> [u8; NONCE_LEN] {
+/// Returns the whole HMAC; the caller keeps the nonce-length prefix.
+fn convergent_nonce(hmac_key: &[u8], plaintext: &[u8], associated_data: &[u8]) -> [u8; 32] {
     let mut mac = if associated_data.is_empty() {
         hmac_sha256(hmac_key, plaintext)
     } else {
@@ -706,10 +734,7 @@ fn convergent_nonce(hmac_key: &[u8], plaintext: &[u8], associated_data: &[u8]) -
             &[&aad_len.to_be_bytes(), associated_data, plaintext],
         )
     };
-    let mut nonce = [0u8; NONCE_LEN];
-    for (n, m) in nonce.iter_mut().zip(mac.iter()) {
-        *n = *m;
-    }
+    let nonce = mac;
     mac.zeroize();
     nonce
 }
@@ -792,7 +817,7 @@ mod tests {
     fn convergent_nonce_with_empty_aad_is_vaults() {
         let h = [7u8; 32];
         let full = hmac_sha256(&h, b"pt");
-        assert_eq!(convergent_nonce(&h, b"pt", b"")[..], full[..NONCE_LEN]);
-        assert_ne!(convergent_nonce(&h, b"pt", b"a")[..], full[..NONCE_LEN]);
+        assert_eq!(convergent_nonce(&h, b"pt", b"")[..NONCE_LEN], full[..NONCE_LEN]);
+        assert_ne!(convergent_nonce(&h, b"pt", b"a")[..NONCE_LEN], full[..NONCE_LEN]);
     }
 }

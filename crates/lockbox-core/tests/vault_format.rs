@@ -836,10 +836,26 @@ fn key_types_use_vaults_names() {
         vault_error_message(&err, VaultKeyType::Aes256Gcm96),
         "unknown key type rsa-2048"
     );
+    // Lockbox's extensions parse too, and work in the same format.
+    for t in VaultKeyType::LOCKBOX_EXTENSIONS {
+        assert_eq!(t.name().parse::<VaultKeyType>().unwrap(), t);
+        for (derived, convergent) in [(false, false), (true, false), (true, true)] {
+            let k = VaultKey::generate(t, derived, convergent).unwrap();
+            let ctx: &[u8] = if derived { b"ctx" } else { b"" };
+            let c = k.encrypt(b"hello", ctx, b"ad", None).unwrap();
+            assert_eq!(k.decrypt(&c, ctx, b"ad").unwrap(), b"hello");
+            assert!(k.decrypt(&c, ctx, b"other").is_err());
+            let body = lockbox_core::vault::parse(&c).unwrap().1;
+            assert_eq!(body.len(), t.nonce_len() + 5 + 16);
+            if convergent {
+                assert_eq!(c, k.encrypt(b"hello", ctx, b"ad", None).unwrap());
+            }
+        }
+    }
     for bad in [
         "aes256-gcm",
         "AES256-GCM96",
-        "xchacha20-poly1305",
+        "XCHACHA20-POLY1305",
         "rsa-2048",
         "",
     ] {
