@@ -320,7 +320,9 @@ impl Keyset {
         state: KeyState,
     ) -> Result<()> {
         if self.versions.contains_key(&version) {
-            return Err(Error::InvalidArgument(format!("key version {version} exists")));
+            return Err(Error::InvalidArgument(format!(
+                "key version {version} exists"
+            )));
         }
         let mut kv = KeyVersion::new(self.key_id, version, algorithm, state, created_at, material)?;
         if state == KeyState::Destroyed {

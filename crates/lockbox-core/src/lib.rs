@@ -22,7 +22,9 @@ pub mod fernet;
 pub mod kdf;
 pub mod keyset;
 pub mod native;
+pub mod rootkey;
 mod secret;
+pub mod shamir;
 pub mod vault;
 
 pub use aead::{AeadKey, Algorithm};

@@ -817,7 +817,13 @@ mod tests {
     fn convergent_nonce_with_empty_aad_is_vaults() {
         let h = [7u8; 32];
         let full = hmac_sha256(&h, b"pt");
-        assert_eq!(convergent_nonce(&h, b"pt", b"")[..NONCE_LEN], full[..NONCE_LEN]);
-        assert_ne!(convergent_nonce(&h, b"pt", b"a")[..NONCE_LEN], full[..NONCE_LEN]);
+        assert_eq!(
+            convergent_nonce(&h, b"pt", b"")[..NONCE_LEN],
+            full[..NONCE_LEN]
+        );
+        assert_ne!(
+            convergent_nonce(&h, b"pt", b"a")[..NONCE_LEN],
+            full[..NONCE_LEN]
+        );
     }
 }
