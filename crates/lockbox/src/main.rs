@@ -1,5 +1,8 @@
 //! The `lockbox` command-line tool.
 
+mod serve;
+mod target;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -8,17 +11,78 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use lockbox::fernet::{Fernet, FernetKey, MultiFernet};
 use lockbox::{Algorithm, EncryptOptions, Error, KeyState, Keyset};
+use lockbox_engine::{ConfigUpdate, CreateOptions, ImportSpec, KeyType};
+use target::{Target, TargetArgs};
 
 /// Application-level encryption and key management.
 #[derive(Parser)]
 #[command(name = "lockbox", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where key commands run.
+#[derive(Args)]
+pub(crate) struct Global {
+    /// Local store URL (sqlite://FILE, postgres://...): run in-process.
+    #[arg(long, global = true, env = "LOCKBOX_STORE")]
+    store: Option<String>,
+    /// Lockbox server URL (e.g. http://127.0.0.1:8200).
+    #[arg(long, global = true, env = "LOCKBOX_ADDR")]
+    addr: Option<String>,
+    /// Token for the server.
+    #[arg(long, global = true, env = "LOCKBOX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the master (root) key; LOCKBOX_MASTER_KEY is the alternative.
+    #[arg(long, global = true)]
+    master_key_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Lockbox server (Vault-Transit-compatible HTTP API).
+    Serve(serve::ServeArgs),
+    /// Initialize a store with Shamir unseal shares; prints the shares and a root token once.
+    Init {
+        /// Number of shares.
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// Shares needed to unseal.
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
+    /// Give a server one unseal share (argument, or read from stdin).
+    Unseal {
+        /// The share (omit to read it from stdin, which keeps it out of the shell history).
+        share: Option<String>,
+        /// Forget the shares given so far.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal a server (it forgets its root key until unsealed).
+    Seal,
+    /// Seal status.
+    Status,
+    /// Print a new random master key (32 bytes, base64) for LOCKBOX_MASTER_KEY.
+    KeygenMaster,
+    /// Named keys in a store or server: create, rotate, configure, export, back up, import...
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Decrypt and encrypt again under the key's latest version (stdin to stdout).
+    Rewrap {
+        /// Key name.
+        #[arg(long)]
+        key: String,
+        /// Context.
+        #[arg(long, default_value = "")]
+        context: String,
+    },
     /// Generate a new keyset file (one AES-256-GCM version unless --algorithm says otherwise).
     Keygen(KeygenArgs),
     /// Encrypt stdin to a native `lbx1:` token (one line on stdout).
@@ -57,8 +121,15 @@ struct KeysetFileArg {
 
 #[derive(Args)]
 struct EncryptArgs {
-    #[command(flatten)]
-    file: KeysetFileArg,
+    /// Keyset file (from `lockbox keygen`).
+    #[arg(long, env = "LOCKBOX_KEYSET", conflicts_with = "key")]
+    keyset: Option<PathBuf>,
+    /// Named key in the store or server (instead of --keyset).
+    #[arg(long)]
+    key: Option<String>,
+    /// With --key: write Vault's `vault:vN:` format instead of the native `lbx1:`.
+    #[arg(long, requires = "key")]
+    vault_format: bool,
     /// Context bound to the ciphertext as associated data (tenant, table, column, row id...).
     #[arg(long, default_value = "")]
     context: String,
@@ -72,11 +143,158 @@ struct EncryptArgs {
 
 #[derive(Args)]
 struct DecryptArgs {
-    #[command(flatten)]
-    file: KeysetFileArg,
+    /// Keyset file (from `lockbox keygen`).
+    #[arg(long, env = "LOCKBOX_KEYSET", conflicts_with = "key")]
+    keyset: Option<PathBuf>,
+    /// Named key in the store or server (optional for lbx1: ciphertexts, which name their key).
+    #[arg(long)]
+    key: Option<String>,
+    /// Decrypt with the store or server even without --key (lbx1: ciphertexts).
+    #[arg(long)]
+    remote: bool,
     /// The context given at encryption.
     #[arg(long, default_value = "")]
     context: String,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key.
+    Create {
+        /// Name.
+        name: String,
+        /// Type: aes256-gcm96 (default), aes128-gcm96, chacha20-poly1305, xchacha20-poly1305,
+        /// aes256-gcm-siv, hmac, ed25519, ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096.
+        #[arg(long = "type", default_value = "aes256-gcm96")]
+        key_type: String,
+        /// Derive a key per request context.
+        #[arg(long)]
+        derived: bool,
+        /// Convergent (deterministic) encryption; needs --derived.
+        #[arg(long)]
+        convergent: bool,
+        /// Allow export of the key material.
+        #[arg(long)]
+        exportable: bool,
+        /// Allow backups (the key leaves Lockbox inside the backup).
+        #[arg(long)]
+        allow_plaintext_backup: bool,
+        /// Auto-rotation period: seconds or 30d, 12h, 90m (0 = never; default 30d).
+        #[arg(long)]
+        auto_rotate_period: Option<String>,
+    },
+    /// List keys.
+    List,
+    /// Show a key's metadata (never its material).
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Rotate: a new version is used at once; old versions still decrypt.
+    Rotate {
+        /// Name.
+        name: String,
+    },
+    /// Change a key's configuration.
+    Config {
+        /// Name.
+        name: String,
+        /// Minimum version that may decrypt.
+        #[arg(long)]
+        min_decryption_version: Option<u32>,
+        /// Minimum version that may encrypt.
+        #[arg(long)]
+        min_encryption_version: Option<u32>,
+        /// Allow deletion and destruction.
+        #[arg(long)]
+        deletion_allowed: Option<bool>,
+        /// Allow export (cannot be undone).
+        #[arg(long)]
+        exportable: Option<bool>,
+        /// Allow backups (cannot be undone).
+        #[arg(long)]
+        allow_plaintext_backup: Option<bool>,
+        /// Auto-rotation period (seconds or 30d, 12h; 0 = never).
+        #[arg(long)]
+        auto_rotate_period: Option<String>,
+    },
+    /// Delete versions below a version for good.
+    Trim {
+        /// Name.
+        name: String,
+        /// Oldest version to keep.
+        #[arg(long)]
+        min_available_version: u32,
+    },
+    /// Soft-delete a key (needs deletion_allowed); `restore` brings it back.
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// Restore a soft-deleted key.
+    Restore {
+        /// Name.
+        name: String,
+    },
+    /// Destroy a key: wipe every version (crypto-shredding). Irreversible.
+    Destroy {
+        /// Name.
+        name: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Export key material (needs exportable; public-key always works for signing keys).
+    Export {
+        /// Name.
+        name: String,
+        /// encryption-key, signing-key, hmac-key or public-key.
+        #[arg(long = "type", default_value = "encryption-key")]
+        kind: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Back a key up (needs allow_plaintext_backup); encrypted with a passphrase if given.
+    Backup {
+        /// Name.
+        name: String,
+        /// File holding the backup passphrase (at least 12 characters).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Import a key: raw bytes, a Fernet key, a Vault export, or a Lockbox backup.
+    Import {
+        /// Name of the new key (for --backup: defaults to the name in the backup).
+        name: Option<String>,
+        /// Key type for --raw.
+        #[arg(long = "type", default_value = "aes256-gcm96")]
+        key_type: String,
+        /// File with the raw key bytes, base64.
+        #[arg(long, group = "source")]
+        raw: Option<PathBuf>,
+        /// A Fernet key (URL-safe base64); LOCKBOX_FERNET_KEY also works.
+        #[arg(long, group = "source")]
+        fernet_key: Option<String>,
+        /// File with the JSON of Vault's `GET transit/export/encryption-key/:name`.
+        #[arg(long, group = "source")]
+        vault_export: Option<PathBuf>,
+        /// File with a backup from `lockbox keys backup`.
+        #[arg(long, group = "source")]
+        backup: Option<PathBuf>,
+        /// Passphrase file for an encrypted backup.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// The Vault key was derived.
+        #[arg(long)]
+        derived: bool,
+        /// The Vault key was convergent.
+        #[arg(long)]
+        convergent: bool,
+        /// Allow export of the imported key.
+        #[arg(long)]
+        exportable: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,7 +408,11 @@ type CliResult<T> = Result<T, CliError>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let result = match cli.command {
+        Command::Serve(a) => return serve::run(a, &cli.global),
+        c => run(c, &cli.global),
+    };
+    match result {
         Ok(out) => {
             let mut stdout = io::stdout().lock();
             if stdout
@@ -214,11 +436,101 @@ fn main() -> ExitCode {
 }
 
 /// Runs one command and returns what goes to stdout (written only on success).
-fn run(command: Command) -> CliResult<Vec<u8>> {
+fn target_args(g: &Global) -> TargetArgs {
+    TargetArgs {
+        store: g.store.clone(),
+        addr: g.addr.clone(),
+        token: g.token.clone(),
+        master_key_file: g.master_key_file.clone(),
+    }
+}
+
+/// Run an async command on a fresh runtime.
+fn block_on<T>(f: impl std::future::Future<Output = CliResult<T>>) -> CliResult<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
+}
+
+fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
     match command {
+        Command::Serve(_) => Err(CliError::new("internal: serve is dispatched in main")),
+        Command::Init { shares, threshold } => block_on(async {
+            let t = Target::open(&target_args(g), false).await?;
+            let (keys, token) = t.init(shares, threshold).await?;
+            if g.json {
+                return json_line(&serde_json::json!({"keys": keys, "root_token": token}));
+            }
+            let mut out = String::new();
+            for (i, k) in keys.iter().enumerate() {
+                out.push_str(&format!("Unseal share {}: {k}\n", i + 1));
+            }
+            out.push_str(&format!("\nRoot token: {token}\n\n"));
+            out.push_str(&format!(
+                "These are shown once. Store each share with a different person; {threshold} of {shares} unseal Lockbox.\n"
+            ));
+            Ok(out.into_bytes())
+        }),
+        Command::Unseal { share, reset } => block_on(async {
+            let t = Target::open(&target_args(g), false).await?;
+            let share = match (&share, reset) {
+                (_, true) => None,
+                (Some(s), false) => Some(s.clone()),
+                (None, false) => Some(read_token()?),
+            };
+            let v = t.unseal(share.as_deref(), reset).await?;
+            if g.json {
+                return json_line(&v);
+            }
+            Ok(line(format!(
+                "sealed: {}  progress: {}/{}",
+                v["sealed"], v["progress"], v["t"]
+            )))
+        }),
+        Command::Seal => block_on(async {
+            Target::open(&target_args(g), false).await?.seal().await?;
+            Ok(line("sealed".into()))
+        }),
+        Command::Status => block_on(async {
+            let v = Target::open(&target_args(g), true).await?.status().await?;
+            json_line(&v)
+        }),
+        Command::KeygenMaster => {
+            let k = lockbox::SecretBytes::random(32)?;
+            Ok(line(lockbox::encoding::b64_encode(k.expose_secret())))
+        }
+        Command::Keys(k) => block_on(keys_cmd(k, g)),
+        Command::Rewrap { key, context } => block_on(async {
+            let t = Target::open(&target_args(g), true).await?;
+            let token = read_token()?;
+            let out = t.rewrap(&key, &token, context.as_bytes()).await?;
+            t.finish().await;
+            Ok(line(out))
+        }),
         Command::Keygen(a) => keygen(&a),
+        Command::Encrypt(a) if a.key.is_some() => block_on(async {
+            let t = Target::open(&target_args(g), true).await?;
+            let input = zeroize::Zeroizing::new(read_stdin()?);
+            let name = a.key.clone().unwrap_or_default();
+            let out = t
+                .encrypt(&name, &input, a.context.as_bytes(), !a.vault_format)
+                .await?;
+            t.finish().await;
+            Ok(line(out))
+        }),
+        Command::Decrypt(a) if a.key.is_some() || a.remote => block_on(async {
+            let t = Target::open(&target_args(g), true).await?;
+            let token = read_token()?;
+            let out = t
+                .decrypt(a.key.as_deref(), &token, a.context.as_bytes())
+                .await?;
+            t.finish().await;
+            Ok(out)
+        }),
         Command::Encrypt(a) => {
-            let ks = load_keyset(&a.file.keyset)?;
+            let ks = load_keyset(&keyset_path(a.keyset.as_deref())?)?;
             let input = read_stdin()?;
             let opts = EncryptOptions {
                 context: a.context.as_bytes(),
@@ -228,7 +540,7 @@ fn run(command: Command) -> CliResult<Vec<u8>> {
             Ok(line(ks.encrypt_with(&input, &opts)?))
         }
         Command::Decrypt(a) => {
-            let ks = load_keyset(&a.file.keyset)?;
+            let ks = load_keyset(&keyset_path(a.keyset.as_deref())?)?;
             let token = read_token()?;
             Ok(ks.decrypt(&token, a.context.as_bytes())?)
         }
@@ -236,6 +548,285 @@ fn run(command: Command) -> CliResult<Vec<u8>> {
         Command::Keyset(k) => keyset_cmd(k),
         Command::Fernet(f) => fernet_cmd(f),
     }
+}
+
+fn keyset_path(p: Option<&Path>) -> CliResult<PathBuf> {
+    p.map(Path::to_path_buf).ok_or_else(|| {
+        CliError::new("say which key: --keyset FILE, or --key NAME with --store URL or --addr URL")
+    })
+}
+
+/// Seconds from `3600`, `30d`, `12h`, `90m`, `45s`.
+fn parse_period(s: &str) -> CliResult<i64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('d') => (&s[..s.len() - 1], 86_400),
+        Some('h') => (&s[..s.len() - 1], 3_600),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('s') => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    num.parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            CliError::new(format!(
+                "invalid period {s:?}: use seconds or 30d, 12h, 90m"
+            ))
+        })
+}
+
+fn read_secret_file(path: &Path, what: &str) -> CliResult<zeroize::Zeroizing<String>> {
+    let s = fs::read_to_string(path)
+        .map_err(|e| CliError::new(format!("cannot read {what} {}: {e}", path.display())))?;
+    Ok(zeroize::Zeroizing::new(
+        s.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+async fn keys_cmd(k: KeysCommand, g: &Global) -> CliResult<Vec<u8>> {
+    let t = Target::open(&target_args(g), true).await?;
+    let out = match k {
+        KeysCommand::Create {
+            name,
+            key_type,
+            derived,
+            convergent,
+            exportable,
+            allow_plaintext_backup,
+            auto_rotate_period,
+        } => {
+            let opts = CreateOptions {
+                key_type: Some(key_type),
+                derived,
+                convergent_encryption: convergent,
+                exportable,
+                allow_plaintext_backup,
+                auto_rotate_period: auto_rotate_period
+                    .as_deref()
+                    .map(parse_period)
+                    .transpose()?,
+            };
+            t.create(&name, &opts).await?;
+            line(format!("created key {name}"))
+        }
+        KeysCommand::List => {
+            let names = t.list().await?;
+            if g.json {
+                json_line(&serde_json::json!(names))?
+            } else {
+                names
+                    .into_iter()
+                    .map(|n| n + "\n")
+                    .collect::<String>()
+                    .into_bytes()
+            }
+        }
+        KeysCommand::Show { name } => {
+            let v = t.show(&name).await?;
+            if g.json {
+                json_line(&v)?
+            } else {
+                let mut out = String::new();
+                if let Some(m) = v.as_object() {
+                    for (k, val) in m {
+                        out.push_str(&format!(
+                            "{k:<24} {}\n",
+                            match val {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            }
+                        ));
+                    }
+                }
+                out.into_bytes()
+            }
+        }
+        KeysCommand::Rotate { name } => {
+            t.rotate(&name).await?;
+            let v = t.show(&name).await?;
+            line(format!(
+                "rotated {name}: latest version {}",
+                v["latest_version"]
+            ))
+        }
+        KeysCommand::Config {
+            name,
+            min_decryption_version,
+            min_encryption_version,
+            deletion_allowed,
+            exportable,
+            allow_plaintext_backup,
+            auto_rotate_period,
+        } => {
+            let period = auto_rotate_period
+                .as_deref()
+                .map(parse_period)
+                .transpose()?;
+            let upd = ConfigUpdate {
+                min_decryption_version,
+                min_encryption_version,
+                deletion_allowed,
+                exportable,
+                allow_plaintext_backup,
+                auto_rotate_period: period,
+            };
+            let mut body = serde_json::Map::new();
+            if let Some(v) = min_decryption_version {
+                body.insert("min_decryption_version".into(), v.into());
+            }
+            if let Some(v) = min_encryption_version {
+                body.insert("min_encryption_version".into(), v.into());
+            }
+            if let Some(v) = deletion_allowed {
+                body.insert("deletion_allowed".into(), v.into());
+            }
+            if let Some(v) = exportable {
+                body.insert("exportable".into(), v.into());
+            }
+            if let Some(v) = allow_plaintext_backup {
+                body.insert("allow_plaintext_backup".into(), v.into());
+            }
+            if let Some(v) = period {
+                body.insert("auto_rotate_period".into(), v.into());
+            }
+            t.config(&name, &upd, serde_json::Value::Object(body))
+                .await?;
+            line(format!("configured {name}"))
+        }
+        KeysCommand::Trim {
+            name,
+            min_available_version,
+        } => {
+            t.trim(&name, min_available_version).await?;
+            line(format!(
+                "trimmed {name} below version {min_available_version}"
+            ))
+        }
+        KeysCommand::Delete { name } => {
+            t.delete(&name).await?;
+            line(format!(
+                "deleted {name} (restore with `lockbox keys restore {name}`)"
+            ))
+        }
+        KeysCommand::Restore { name } => {
+            t.restore(&name).await?;
+            line(format!("restored {name}"))
+        }
+        KeysCommand::Destroy { name, yes } => {
+            if !yes {
+                return Err(CliError::new(format!(
+                    "destroying {name} makes everything it encrypted unrecoverable"
+                ))
+                .hint("add --yes to confirm"));
+            }
+            let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+            t.destroy(&name, &format!("cli:{by}")).await?;
+            line(format!("destroyed {name}: its data is now unrecoverable"))
+        }
+        KeysCommand::Export {
+            name,
+            kind,
+            version,
+        } => {
+            let m = t.export(&name, &kind, version).await?;
+            json_line(&serde_json::json!({"name": name, "type": kind, "keys": m}))?
+        }
+        KeysCommand::Backup {
+            name,
+            passphrase_file,
+        } => {
+            let p = passphrase_file
+                .as_deref()
+                .map(|f| read_secret_file(f, "passphrase file"))
+                .transpose()?;
+            line(t.backup(&name, p.as_ref().map(|p| p.as_bytes())).await?)
+        }
+        KeysCommand::Import {
+            name,
+            key_type,
+            raw,
+            fernet_key,
+            vault_export,
+            backup,
+            passphrase_file,
+            derived,
+            convergent,
+            exportable,
+        } => {
+            if let Some(path) = backup {
+                let blob = read_secret_file(&path, "backup file")?;
+                let p = passphrase_file
+                    .as_deref()
+                    .map(|f| read_secret_file(f, "passphrase file"))
+                    .transpose()?;
+                let n = t
+                    .restore_backup(&blob, p.as_ref().map(|p| p.as_bytes()), name.as_deref())
+                    .await?;
+                return Ok(line(format!("restored backup as key {n}")));
+            }
+            let name = name.ok_or_else(|| CliError::new("give the new key's name"))?;
+            let (kt, versions): (KeyType, Vec<(u32, lockbox::SecretBytes)>) = if let Some(path) =
+                raw
+            {
+                let text = read_secret_file(&path, "raw key file")?;
+                let bytes = lockbox::encoding::b64_decode(text.trim()).map_err(|_| {
+                    CliError::new("raw key file must hold the key as standard base64")
+                })?;
+                (
+                    key_type.parse()?,
+                    vec![(1, lockbox::SecretBytes::new(bytes))],
+                )
+            } else if let Some(k) = fernet_key.or_else(|| std::env::var("LOCKBOX_FERNET_KEY").ok())
+            {
+                let fk = FernetKey::from_base64(k.trim())?;
+                let bytes = lockbox::encoding::b64url_pad_decode(&fk.expose_base64())?;
+                (KeyType::Fernet, vec![(1, lockbox::SecretBytes::new(bytes))])
+            } else if let Some(path) = vault_export {
+                let text = read_secret_file(&path, "Vault export file")?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| CliError::new(format!("Vault export file is not JSON: {e}")))?;
+                let data = if v.get("data").is_some() {
+                    &v["data"]
+                } else {
+                    &v
+                };
+                let keys = data["keys"]
+                    .as_object()
+                    .ok_or_else(|| CliError::new("Vault export has no \"keys\" object"))?;
+                let kt: KeyType = data["type"].as_str().unwrap_or(&key_type).parse()?;
+                let mut versions = Vec::new();
+                for (ver, k) in keys {
+                    let n: u32 = ver
+                        .parse()
+                        .map_err(|_| CliError::new(format!("Vault export: bad version {ver:?}")))?;
+                    let b = lockbox::encoding::b64_decode(k.as_str().unwrap_or_default()).map_err(
+                        |_| CliError::new(format!("Vault export: version {n} is not base64")),
+                    )?;
+                    versions.push((n, lockbox::SecretBytes::new(b)));
+                }
+                (kt, versions)
+            } else {
+                return Err(CliError::new("say what to import: --raw FILE, --fernet-key KEY, --vault-export FILE or --backup FILE"));
+            };
+            t.import(
+                &name,
+                ImportSpec {
+                    key_type: kt,
+                    versions,
+                    derived,
+                    convergent_encryption: convergent,
+                    exportable,
+                    allow_plaintext_backup: false,
+                },
+            )
+            .await?;
+            line(format!("imported key {name} ({kt})"))
+        }
+    };
+    t.finish().await;
+    Ok(out)
 }
 
 fn line(mut s: String) -> Vec<u8> {

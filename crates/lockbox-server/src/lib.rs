@@ -1,0 +1,570 @@
+//! The Lockbox HTTP server: HashiCorp Vault's Transit API (so Vault clients
+//! such as Python `hvac` work unchanged), Vault's `sys` seal endpoints, and
+//! Lockbox's native API (`/v1/lockbox/...`), over a [`lockbox_engine::Engine`].
+//!
+//! The public interface is [`router`], [`serve`] and [`ServerConfig`].
+//! Requests are dispatched by one handler so that Vault's conventions hold
+//! everywhere: the `LIST` verb and `?list=true`, one JSON error shape
+//! (`{"errors":[...]}`), one mapping from engine errors to status codes
+//! ([`ApiError::from_engine`]), and limits checked before any work.
+
+mod transit;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use lockbox_engine::{Engine, EngineError};
+use serde_json::{json, Map, Value};
+
+/// Server limits and mode.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request body (bytes); larger gets 413. Default 32 MiB.
+    pub max_body_bytes: usize,
+    /// Most items in one `batch_input`. Default 10 000.
+    pub max_batch_items: usize,
+    /// Deepest JSON nesting accepted. Default 32.
+    pub max_json_depth: usize,
+    /// Development mode (reported by health).
+    pub dev_mode: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 32 << 20,
+            max_batch_items: 10_000,
+            max_json_depth: 32,
+            dev_mode: false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) cfg: Arc<ServerConfig>,
+}
+
+/// The router: every path under `/v1/` goes through one dispatcher.
+pub fn router(engine: Engine, cfg: ServerConfig) -> Router {
+    Router::new().fallback(handle).with_state(AppState {
+        engine,
+        cfg: Arc::new(cfg),
+    })
+}
+
+/// Serve on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine, cfg))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer: status and messages (and, for batches, the data).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    errors: Vec<String>,
+    data: Option<Value>,
+}
+
+impl ApiError {
+    /// `status` with one message.
+    #[must_use]
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            errors: vec![msg.into()],
+            data: None,
+        }
+    }
+
+    /// 400 with a message.
+    #[must_use]
+    pub fn bad(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, msg)
+    }
+
+    /// The one mapping of engine errors to HTTP.
+    #[must_use]
+    pub fn from_engine(e: EngineError) -> Self {
+        match &e {
+            EngineError::Sealed | EngineError::NotInitialized => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed")
+            }
+            EngineError::Store(_) | EngineError::Internal(_) | EngineError::Integrity(_) => {
+                // Details go to the server's stderr, not to the caller.
+                eprintln!("lockbox: internal error: {e}");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+            EngineError::KeyNotFound(_) => Self::bad("encryption key not found"),
+            EngineError::Crypto(c) => Self::bad(crypto_message(c)),
+            _ => Self::bad(e.to_string()),
+        }
+    }
+}
+
+/// Vault's wording for format errors where it has one.
+fn crypto_message(e: &lockbox_core::Error) -> String {
+    match e {
+        lockbox_core::Error::AuthenticationFailed => "cipher: message authentication failed".into(),
+        other => lockbox_core::vault::vault_error_message(
+            other,
+            lockbox_core::vault::VaultKeyType::Aes256Gcm96,
+        ),
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::from_engine(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.data {
+            Some(data) => envelope(data),
+            None => json!({ "errors": self.errors }),
+        };
+        json_response(self.status, &body)
+    }
+}
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let mut r = Response::new(Body::from(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = lockbox_core::fill_random(&mut b);
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn envelope(data: Value) -> Value {
+    json!({
+        "request_id": request_id(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": null,
+    })
+}
+
+/// 200 with `data` in Vault's envelope.
+pub(crate) fn ok(data: Value) -> ApiResult {
+    Ok(json_response(StatusCode::OK, &envelope(data)))
+}
+
+/// `status` with `data` in the envelope (batches with partial failures).
+pub(crate) fn ok_status(status: StatusCode, data: Value) -> ApiResult {
+    Ok(json_response(status, &envelope(data)))
+}
+
+/// A plain JSON body (the sys endpoints answer without the envelope).
+pub(crate) fn plain(status: StatusCode, v: Value) -> ApiResult {
+    Ok(json_response(status, &v))
+}
+
+/// 204, empty body.
+pub(crate) fn no_content() -> ApiResult {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+/// A parsed request.
+pub(crate) struct Req {
+    pub(crate) method: Method,
+    pub(crate) segments: Vec<String>,
+    pub(crate) list: bool,
+    pub(crate) body: Map<String, Value>,
+    token: Option<String>,
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Percent-decode one path segment.
+fn decode_segment(s: &str) -> Result<String, ApiError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::bad("invalid percent-encoding in the path"))?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad("the path is not UTF-8"))
+}
+
+impl Req {
+    fn parse(
+        cfg: &ServerConfig,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Req, ApiError> {
+        let path = uri.path();
+        let rest = path
+            .strip_prefix("/v1/")
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
+        let segments = rest
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(decode_segment)
+            .collect::<Result<Vec<_>, _>>()?;
+        let list = method.as_str() == "LIST"
+            || uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "list=true" || kv == "list=1"));
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad(format!("failed to parse JSON input: {e}")))?;
+            if depth(&v) > cfg.max_json_depth {
+                return Err(ApiError::bad(format!(
+                    "JSON input is nested deeper than {} levels",
+                    cfg.max_json_depth
+                )));
+            }
+            match v {
+                Value::Object(m) => m,
+                _ => return Err(ApiError::bad("JSON input must be an object")),
+            }
+        };
+        let token = headers
+            .get("x-vault-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+            })
+            .filter(|t| !t.is_empty());
+        Ok(Req {
+            method,
+            segments,
+            list,
+            body,
+            token,
+        })
+    }
+
+    /// A string field (absent or null: `None`).
+    pub(crate) fn str_field(&self, name: &str) -> Result<Option<String>, ApiError> {
+        field_str(&self.body, name)
+    }
+
+    /// A boolean field, accepting Vault's string forms.
+    pub(crate) fn bool_field(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s == "true" || s == "1" => Ok(Some(true)),
+            Some(Value::String(s)) if s == "false" || s == "0" => Ok(Some(false)),
+            Some(_) => Err(ApiError::bad(format!("field {name} must be a boolean"))),
+        }
+    }
+
+    /// A non-negative integer field (number or numeric string).
+    pub(crate) fn u32_field(&self, name: &str) -> Result<Option<u32>, ApiError> {
+        field_u32(&self.body, name)
+    }
+}
+
+pub(crate) fn field_str(m: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad(format!("field {name} must be a string"))),
+    }
+}
+
+pub(crate) fn field_u32(m: &Map<String, Value>, name: &str) -> Result<Option<u32>, ApiError> {
+    let bad = || ApiError::bad(format!("field {name} must be a non-negative integer"));
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(bad),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.parse::<u32>().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Decode a base64 field (standard alphabet; Vault's).
+pub(crate) fn b64_field(m: &Map<String, Value>, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    match field_str(m, name)? {
+        None => Ok(None),
+        Some(s) => lockbox_core::encoding::b64_decode(&s)
+            .map(Some)
+            .map_err(|_| ApiError::bad(format!("failed to base64-decode {name}"))),
+    }
+}
+
+async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than {} bytes",
+                    st.cfg.max_body_bytes
+                ),
+            )
+            .into_response()
+        }
+    };
+    let res = match Req::parse(&st.cfg, parts.method, &parts.uri, &parts.headers, &bytes) {
+        Ok(r) => dispatch(&st, r).await,
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
+}
+
+async fn dispatch(st: &AppState, r: Req) -> ApiResult {
+    let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
+    match seg.as_slice() {
+        ["sys", "health"] => sys_health(st).await,
+        ["sys", "seal-status"] => sys_seal_status(st).await,
+        ["sys", "init"] => sys_init(st, &r).await,
+        ["sys", "unseal"] => sys_unseal(st, &r).await,
+        _ => {
+            if st.engine.is_sealed() {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Vault is sealed",
+                ));
+            }
+            authorize(st, &r).await?;
+            match seg.as_slice() {
+                ["sys", "seal"] => {
+                    if !matches!(r.method, Method::PUT | Method::POST) {
+                        return Err(method_not_allowed());
+                    }
+                    st.engine.seal().await?;
+                    no_content()
+                }
+                ["auth", "token", "lookup-self"] => ok(json!({
+                    "policies": ["root"],
+                    "display_name": "root",
+                    "ttl": 0,
+                    "renewable": false,
+                    "type": "service",
+                    "meta": null,
+                })),
+                ["transit", rest @ ..] => transit::dispatch(st, &r, rest).await,
+                ["lockbox", rest @ ..] => transit::native(st, &r, rest).await,
+                _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
+            }
+        }
+    }
+}
+
+async fn authorize(st: &AppState, r: &Req) -> Result<(), ApiError> {
+    let denied = || ApiError::new(StatusCode::FORBIDDEN, "permission denied");
+    let token = r.token.as_deref().ok_or_else(denied)?;
+    if st.engine.is_root_token(token).await? {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = lockbox_engine::now();
+    rfc3339(secs)
+}
+
+/// Unix seconds as RFC 3339 UTC (civil-from-days, no time crate needed).
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+async fn seal_status_json(st: &AppState) -> Result<Value, ApiError> {
+    let s = st.engine.status().await?;
+    Ok(json!({
+        "type": if s.seal_type.is_empty() { "shamir".to_owned() } else { s.seal_type.clone() },
+        "initialized": s.initialized,
+        "sealed": s.sealed,
+        "t": s.t,
+        "n": s.n,
+        "progress": s.progress,
+        "nonce": "",
+        "version": concat!("lockbox-", env!("CARGO_PKG_VERSION")),
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": s.storage_type,
+    }))
+}
+
+async fn sys_health(st: &AppState) -> ApiResult {
+    let s = st.engine.status().await?;
+    let status = if !s.initialized {
+        StatusCode::NOT_IMPLEMENTED
+    } else if s.sealed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    plain(
+        status,
+        json!({
+            "initialized": s.initialized,
+            "sealed": s.sealed,
+            "standby": false,
+            "performance_standby": false,
+            "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled",
+            "server_time_utc": lockbox_engine::now(),
+            "version": concat!("lockbox-", env!("CARGO_PKG_VERSION")),
+            "cluster_name": "lockbox",
+            "cluster_id": "",
+            "dev_mode": st.cfg.dev_mode,
+            "time": now_rfc3339(),
+        }),
+    )
+}
+
+async fn sys_seal_status(st: &AppState) -> ApiResult {
+    plain(StatusCode::OK, seal_status_json(st).await?)
+}
+
+async fn sys_init(st: &AppState, r: &Req) -> ApiResult {
+    match r.method {
+        Method::GET => {
+            let s = st.engine.status().await?;
+            plain(StatusCode::OK, json!({ "initialized": s.initialized }))
+        }
+        Method::PUT | Method::POST => {
+            let shares = r
+                .u32_field("secret_shares")?
+                .ok_or_else(|| ApiError::bad("secret_shares is required"))?;
+            let threshold = r
+                .u32_field("secret_threshold")?
+                .ok_or_else(|| ApiError::bad("secret_threshold is required"))?;
+            let (shares, threshold) = match (u8::try_from(shares), u8::try_from(threshold)) {
+                (Ok(s), Ok(t)) => (s, t),
+                _ => {
+                    return Err(ApiError::bad(
+                        "secret_shares and secret_threshold must be at most 255",
+                    ))
+                }
+            };
+            let out = st
+                .engine
+                .init(shares, threshold)
+                .await
+                .map_err(|e| match e {
+                    EngineError::Crypto(c) => ApiError::bad(c.to_string()),
+                    other => ApiError::from_engine(other),
+                })?;
+            plain(
+                StatusCode::OK,
+                json!({
+                    "keys": out.shares,
+                    "keys_base64": out.shares,
+                    "root_token": out.root_token,
+                }),
+            )
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+async fn sys_unseal(st: &AppState, r: &Req) -> ApiResult {
+    if !matches!(r.method, Method::PUT | Method::POST) {
+        return Err(method_not_allowed());
+    }
+    if r.bool_field("reset")? == Some(true) {
+        st.engine.reset_unseal()?;
+    } else {
+        let key = r
+            .str_field("key")?
+            .ok_or_else(|| ApiError::bad("missing required 'key' parameter"))?;
+        st.engine.submit_share(&key).await?;
+    }
+    plain(StatusCode::OK, seal_status_json(st).await?)
+}

@@ -1,0 +1,583 @@
+//! The Transit endpoints (`/v1/transit/...`) and Lockbox's native ones
+//! (`/v1/lockbox/...`).
+
+use axum::http::{Method, StatusCode};
+use lockbox_core::encoding::{b64_decode, b64_encode};
+use lockbox_engine::{ConfigUpdate, CreateOptions, EngineError, ImportSpec, KeyInfo, KeyType};
+use serde_json::{json, Map, Value};
+
+use crate::{
+    b64_field, field_str, field_u32, no_content, ok, ok_status, ApiError, ApiResult, AppState, Req,
+};
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unsupported path")
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
+}
+
+fn is_write(m: &Method) -> bool {
+    matches!(*m, Method::POST | Method::PUT)
+}
+
+/// Seconds from a number, "3600", or Go durations like "24h", "30m", "1h30m", "90s".
+fn duration_field(m: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
+    let bad = || {
+        ApiError::bad(format!(
+            "field {name} must be a duration (seconds or like 24h)"
+        ))
+    };
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().filter(|v| *v >= 0).map(Some).ok_or_else(bad),
+        Some(Value::String(s)) => {
+            if let Ok(v) = s.parse::<i64>() {
+                return if v >= 0 { Ok(Some(v)) } else { Err(bad()) };
+            }
+            let mut total: i64 = 0;
+            let mut num = String::new();
+            for c in s.chars() {
+                if c.is_ascii_digit() {
+                    num.push(c);
+                    continue;
+                }
+                let mult = match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    's' => 1,
+                    'd' => 86_400,
+                    _ => return Err(bad()),
+                };
+                let n: i64 = num.parse().map_err(|_| bad())?;
+                total = n
+                    .checked_mul(mult)
+                    .and_then(|v| total.checked_add(v))
+                    .ok_or_else(bad)?;
+                num.clear();
+            }
+            if !num.is_empty() {
+                return Err(bad());
+            }
+            Ok(Some(total))
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+fn key_json(k: &KeyInfo) -> Value {
+    let keys: Map<String, Value> = k
+        .versions
+        .iter()
+        .map(|(v, created)| {
+            let val = match k.public_keys.get(v) {
+                Some(pk) => json!({
+                    "creation_time": crate::rfc3339(*created),
+                    "name": k.key_type,
+                    "public_key": pk,
+                }),
+                None => json!(created),
+            };
+            (v.to_string(), val)
+        })
+        .collect();
+    let mut d = json!({
+        "name": k.name,
+        "type": k.key_type,
+        "keys": keys,
+        "latest_version": k.latest_version,
+        "min_available_version": k.min_available_version,
+        "min_decryption_version": k.min_decryption_version,
+        "min_encryption_version": k.min_encryption_version,
+        "deletion_allowed": k.deletion_allowed,
+        "derived": k.derived,
+        "exportable": k.exportable,
+        "allow_plaintext_backup": k.allow_plaintext_backup,
+        "supports_encryption": k.supports_encryption,
+        "supports_decryption": k.supports_decryption,
+        "supports_derivation": k.supports_derivation,
+        "supports_signing": k.supports_signing,
+        "convergent_encryption": k.convergent_encryption,
+        "auto_rotate_period": k.auto_rotate_period,
+        "imported_key": false,
+        "key_id": k.key_id,
+        "last_rotated": crate::rfc3339(k.last_rotated_at),
+        "last_used": if k.last_used_at > 0 { json!(crate::rfc3339(k.last_used_at)) } else { Value::Null },
+        "encrypt_count": k.encrypt_ops,
+        "decrypt_count": k.decrypt_ops,
+        "deleted": k.deleted_at.is_some(),
+        "destroyed_at": k.destroyed_at.map(crate::rfc3339),
+        "destroyed_by": k.destroyed_by,
+    });
+    if k.derived {
+        d["kdf"] = json!("hkdf_sha256");
+    }
+    if k.convergent_encryption {
+        d["convergent_version"] = json!(3);
+    }
+    d
+}
+
+/// Batch items, or the single request as a one-item batch.
+fn items(st: &AppState, r: &Req) -> Result<(Vec<Map<String, Value>>, bool), ApiError> {
+    match r.body.get("batch_input") {
+        None | Some(Value::Null) => Ok((vec![r.body.clone()], false)),
+        Some(Value::Array(a)) => {
+            if a.len() > st.cfg.max_batch_items {
+                return Err(ApiError::bad(format!(
+                    "batch_input has {} items; the limit is {}",
+                    a.len(),
+                    st.cfg.max_batch_items
+                )));
+            }
+            if a.is_empty() {
+                return Err(ApiError::bad("missing batch input to process"));
+            }
+            let v: Result<Vec<_>, _> = a
+                .iter()
+                .map(|i| match i {
+                    Value::Object(m) => Ok(m.clone()),
+                    _ => Err(ApiError::bad("every batch_input item must be an object")),
+                })
+                .collect();
+            Ok((v?, true))
+        }
+        Some(_) => Err(ApiError::bad("batch_input must be a list")),
+    }
+}
+
+/// Run `f` on every item; Vault's batch semantics for the answer.
+async fn run_batch<F, Fut>(st: &AppState, r: &Req, f: F) -> ApiResult
+where
+    F: Fn(Map<String, Value>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let (list, batch) = items(st, r)?;
+    // Context in all items or none (Vault).
+    if batch {
+        let with = list
+            .iter()
+            .filter(|m| m.get("context").is_some_and(|c| !c.is_null()))
+            .count();
+        if with != 0 && with != list.len() {
+            return Err(ApiError::bad(
+                "context must be provided for all items or none",
+            ));
+        }
+    }
+    let mut results = Vec::with_capacity(list.len());
+    let mut any_error = false;
+    for item in list {
+        let reference = item.get("reference").cloned();
+        let mut out = match f(item).await {
+            Ok(v) => v,
+            Err(e) => {
+                if !batch {
+                    return Err(e);
+                }
+                if e.status.is_server_error() {
+                    return Err(e);
+                }
+                any_error = true;
+                json!({ "error": e.errors.join("; ") })
+            }
+        };
+        if let (Some(rf), Some(o)) = (reference, out.as_object_mut()) {
+            o.insert("reference".into(), rf);
+        }
+        results.push(out);
+    }
+    if !batch {
+        return ok(results.pop().unwrap_or(Value::Null));
+    }
+    let data = json!({ "batch_results": results });
+    if any_error {
+        let code = field_u32(&r.body, "partial_failure_response_code")?
+            .and_then(|c| u16::try_from(c).ok())
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        return ok_status(code, data);
+    }
+    ok(data)
+}
+
+fn ctx(m: &Map<String, Value>) -> Result<Vec<u8>, ApiError> {
+    Ok(b64_field(m, "context")?.unwrap_or_default())
+}
+
+fn version_of(ct: &str) -> Option<u32> {
+    lockbox_core::vault::parse(ct).ok().map(|(v, _)| v)
+}
+
+async fn encrypt_one(
+    st: &AppState,
+    name: &str,
+    m: Map<String, Value>,
+    create_type: Option<String>,
+    convergent: bool,
+) -> Result<Value, ApiError> {
+    let pt = match b64_field(&m, "plaintext")? {
+        Some(p) => p,
+        None => return Err(ApiError::bad("missing plaintext to encrypt")),
+    };
+    let context = ctx(&m)?;
+    let aad = b64_field(&m, "associated_data")?.unwrap_or_default();
+    let version = field_u32(&m, "key_version")?;
+    let res = st.engine.encrypt(name, &pt, &context, &aad, version).await;
+    let ct = match res {
+        Err(EngineError::KeyNotFound(_)) => {
+            // Vault's upsert: encrypting with a missing key creates it.
+            let opts = CreateOptions {
+                key_type: create_type,
+                derived: !context.is_empty(),
+                convergent_encryption: convergent,
+                ..CreateOptions::default()
+            };
+            st.engine.create_key(name, &opts).await?;
+            st.engine
+                .encrypt(name, &pt, &context, &aad, version)
+                .await?
+        }
+        other => other?,
+    };
+    Ok(json!({ "ciphertext": ct, "key_version": version_of(&ct) }))
+}
+
+/// `/v1/transit/...`
+pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
+    let e = &st.engine;
+    match seg {
+        ["keys"] => {
+            if !(r.list || r.method == Method::GET) {
+                return Err(method_not_allowed());
+            }
+            let keys = e.list_keys(false).await?;
+            if keys.is_empty() {
+                return Err(ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    errors: vec![],
+                    data: None,
+                });
+            }
+            ok(json!({ "keys": keys }))
+        }
+        ["keys", name] => match r.method {
+            Method::GET => match e.read_key(name).await {
+                Ok(k) => ok(key_json(&k)),
+                Err(EngineError::KeyNotFound(_)) => Err(ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    errors: vec![],
+                    data: None,
+                }),
+                Err(err) => Err(err.into()),
+            },
+            Method::POST | Method::PUT => {
+                let opts = CreateOptions {
+                    key_type: r.str_field("type")?,
+                    derived: r.bool_field("derived")?.unwrap_or(false),
+                    convergent_encryption: r.bool_field("convergent_encryption")?.unwrap_or(false),
+                    exportable: r.bool_field("exportable")?.unwrap_or(false),
+                    allow_plaintext_backup: r
+                        .bool_field("allow_plaintext_backup")?
+                        .unwrap_or(false),
+                    auto_rotate_period: duration_field(&r.body, "auto_rotate_period")?,
+                };
+                e.create_key(name, &opts).await?;
+                ok(key_json(&e.read_key(name).await?))
+            }
+            Method::DELETE => {
+                e.delete(name).await?;
+                no_content()
+            }
+            _ => Err(method_not_allowed()),
+        },
+        ["keys", name, "config"] if is_write(&r.method) => {
+            let upd = ConfigUpdate {
+                min_decryption_version: r.u32_field("min_decryption_version")?,
+                min_encryption_version: r.u32_field("min_encryption_version")?,
+                deletion_allowed: r.bool_field("deletion_allowed")?,
+                exportable: r.bool_field("exportable")?,
+                allow_plaintext_backup: r.bool_field("allow_plaintext_backup")?,
+                auto_rotate_period: duration_field(&r.body, "auto_rotate_period")?,
+            };
+            e.configure(name, &upd).await?;
+            ok(key_json(&e.read_key(name).await?))
+        }
+        ["keys", name, "rotate"] if is_write(&r.method) => {
+            e.rotate(name).await?;
+            ok(key_json(&e.read_key(name).await?))
+        }
+        ["keys", name, "trim"] if is_write(&r.method) => {
+            let m = r
+                .u32_field("min_available_version")?
+                .ok_or_else(|| ApiError::bad("missing min_available_version"))?;
+            e.trim(name, m).await?;
+            ok(key_json(&e.read_key(name).await?))
+        }
+        ["encrypt", name] if is_write(&r.method) => {
+            let create_type = r.str_field("type")?;
+            let convergent = r.bool_field("convergent_encryption")?.unwrap_or(false);
+            run_batch(st, r, |m| {
+                encrypt_one(st, name, m, create_type.clone(), convergent)
+            })
+            .await
+        }
+        ["decrypt", name] if is_write(&r.method) => {
+            run_batch(st, r, |m| async move {
+                let ct = field_str(&m, "ciphertext")?
+                    .ok_or_else(|| ApiError::bad("missing ciphertext to decrypt"))?;
+                let aad = b64_field(&m, "associated_data")?.unwrap_or_default();
+                let pt = st.engine.decrypt(name, &ct, &ctx(&m)?, &aad).await?;
+                Ok(json!({ "plaintext": b64_encode(&pt) }))
+            })
+            .await
+        }
+        ["rewrap", name] if is_write(&r.method) => {
+            run_batch(st, r, |m| async move {
+                let ct = field_str(&m, "ciphertext")?
+                    .ok_or_else(|| ApiError::bad("missing ciphertext to rewrap"))?;
+                let out = st
+                    .engine
+                    .rewrap(name, &ct, &ctx(&m)?, &[], field_u32(&m, "key_version")?)
+                    .await?;
+                Ok(json!({ "ciphertext": out, "key_version": version_of(&out) }))
+            })
+            .await
+        }
+        ["datakey", kind, name] if is_write(&r.method) => {
+            let bits = r.u32_field("bits")?.unwrap_or(256);
+            if !matches!(bits, 128 | 256 | 512) {
+                return Err(ApiError::bad("invalid bits: must be 128, 256 or 512"));
+            }
+            let plaintext_wanted = match *kind {
+                "plaintext" => true,
+                "wrapped" => false,
+                _ => {
+                    return Err(ApiError::bad(
+                        "invalid path: datakey type must be plaintext or wrapped",
+                    ))
+                }
+            };
+            let key = lockbox_core::SecretBytes::random(bits as usize / 8)
+                .map_err(|e| ApiError::from_engine(e.into()))?;
+            let context = ctx(&r.body)?;
+            let ct = e
+                .encrypt(
+                    name,
+                    key.expose_secret(),
+                    &context,
+                    &[],
+                    r.u32_field("key_version")?,
+                )
+                .await?;
+            let mut d = json!({ "ciphertext": ct, "key_version": version_of(&ct) });
+            if plaintext_wanted {
+                d["plaintext"] = json!(b64_encode(key.expose_secret()));
+            }
+            ok(d)
+        }
+        ["random"] | ["random", _] | ["random", _, _] if is_write(&r.method) => {
+            random(r, &seg[1..])
+        }
+        ["hash"] | ["hash", _] if is_write(&r.method) => hash(r, seg.get(1).copied()),
+        ["export", kind, name] | ["export", kind, name, _] if r.method == Method::GET => {
+            let version = match seg.get(3) {
+                None => None,
+                Some(&"latest") => Some(e.read_key(name).await?.latest_version),
+                Some(v) => Some(
+                    v.parse::<u32>()
+                        .map_err(|_| ApiError::bad("invalid key version"))?,
+                ),
+            };
+            let keys = e.export(name, kind, version).await?;
+            let keys: Map<String, Value> = keys
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            let info = e.read_key(name).await?;
+            ok(json!({ "name": name, "type": info.key_type, "keys": keys }))
+        }
+        ["backup", name] if r.method == Method::GET => {
+            ok(json!({ "backup": e.backup(name, None).await? }))
+        }
+        ["restore"] | ["restore", _] if is_write(&r.method) => {
+            let blob = r
+                .str_field("backup")?
+                .ok_or_else(|| ApiError::bad("'backup' must be supplied"))?;
+            let name = e
+                .restore_backup(
+                    &blob,
+                    None,
+                    seg.get(1).copied(),
+                    r.bool_field("force")?.unwrap_or(false),
+                )
+                .await?;
+            let _ = name;
+            no_content()
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn random(r: &Req, rest: &[&str]) -> ApiResult {
+    let mut bytes = r.u32_field("bytes")?.unwrap_or(32);
+    let mut format = r.str_field("format")?.unwrap_or_else(|| "base64".into());
+    for s in rest {
+        if let Ok(n) = s.parse::<u32>() {
+            bytes = n;
+        } else {
+            format = (*s).to_owned();
+        }
+    }
+    if bytes == 0 || bytes > 128 * 1024 {
+        return Err(ApiError::bad("bytes must be between 1 and 131072"));
+    }
+    let b = lockbox_core::SecretBytes::random(bytes as usize)
+        .map_err(|e| ApiError::from_engine(e.into()))?;
+    let out = match format.as_str() {
+        "base64" => b64_encode(b.expose_secret()),
+        "hex" => b
+            .expose_secret()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect(),
+        other => {
+            return Err(ApiError::bad(format!(
+                "unsupported encoding format {other}; must be \"hex\" or \"base64\""
+            )))
+        }
+    };
+    ok(json!({ "random_bytes": out }))
+}
+
+fn hash(r: &Req, path_alg: Option<&str>) -> ApiResult {
+    use aws_lc_rs::digest;
+    let input =
+        b64_field(&r.body, "input")?.ok_or_else(|| ApiError::bad("missing input to hash"))?;
+    let alg_name = match path_alg {
+        Some(a) => a.to_owned(),
+        None => r
+            .str_field("algorithm")?
+            .unwrap_or_else(|| "sha2-256".into()),
+    };
+    let alg = match alg_name.as_str() {
+        "sha2-224" => &digest::SHA224,
+        "sha2-256" => &digest::SHA256,
+        "sha2-384" => &digest::SHA384,
+        "sha2-512" => &digest::SHA512,
+        "sha3-256" => &digest::SHA3_256,
+        "sha3-384" => &digest::SHA3_384,
+        "sha3-512" => &digest::SHA3_512,
+        other => return Err(ApiError::bad(format!("unsupported hash algorithm {other}"))),
+    };
+    let sum = digest::digest(alg, &input);
+    let out = match r.str_field("format")?.as_deref().unwrap_or("hex") {
+        "hex" => sum.as_ref().iter().map(|x| format!("{x:02x}")).collect(),
+        "base64" => b64_encode(sum.as_ref()),
+        other => {
+            return Err(ApiError::bad(format!(
+                "unsupported encoding format {other}; must be \"hex\" or \"base64\""
+            )))
+        }
+    };
+    ok(json!({ "sum": out }))
+}
+
+/// `/v1/lockbox/...`: the native format and Lockbox's key operations.
+pub(crate) async fn native(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
+    let e = &st.engine;
+    if !is_write(&r.method) {
+        return Err(method_not_allowed());
+    }
+    match seg {
+        ["encrypt", name] => {
+            run_batch(st, r, |m| async move {
+                let pt = b64_field(&m, "plaintext")?
+                    .ok_or_else(|| ApiError::bad("missing plaintext to encrypt"))?;
+                let ct = st.engine.encrypt_native(name, &pt, &ctx(&m)?).await?;
+                Ok(json!({ "ciphertext": ct }))
+            })
+            .await
+        }
+        ["decrypt"] => {
+            run_batch(st, r, |m| async move {
+                let ct = field_str(&m, "ciphertext")?
+                    .ok_or_else(|| ApiError::bad("missing ciphertext to decrypt"))?;
+                let (key, pt) = st.engine.decrypt_native(&ct, &ctx(&m)?).await?;
+                Ok(json!({ "plaintext": b64_encode(&pt), "key": key }))
+            })
+            .await
+        }
+        ["keys", name, "restore"] => {
+            e.undelete(name).await?;
+            no_content()
+        }
+        ["keys", name, "destroy"] => {
+            e.destroy(name, "api:root").await?;
+            no_content()
+        }
+        ["keys", name, "backup"] => {
+            let p = r.str_field("passphrase")?;
+            ok(json!({ "backup": e.backup(name, p.as_deref().map(str::as_bytes)).await? }))
+        }
+        ["restore"] | ["restore", _] => {
+            let blob = r
+                .str_field("backup")?
+                .ok_or_else(|| ApiError::bad("'backup' must be supplied"))?;
+            let p = r.str_field("passphrase")?;
+            let name = e
+                .restore_backup(
+                    &blob,
+                    p.as_deref().map(str::as_bytes),
+                    seg.get(1).copied(),
+                    false,
+                )
+                .await?;
+            ok(json!({ "name": name }))
+        }
+        ["keys", name, "import"] => {
+            let kt: KeyType = r
+                .str_field("type")?
+                .as_deref()
+                .unwrap_or("aes256-gcm96")
+                .parse()?;
+            let keys = match r.body.get("keys") {
+                Some(Value::Object(m)) => m,
+                _ => {
+                    return Err(ApiError::bad(
+                        "'keys' must be an object of version -> base64 key",
+                    ))
+                }
+            };
+            let mut versions = Vec::new();
+            for (v, k) in keys {
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| ApiError::bad(format!("bad version {v:?}")))?;
+                let s = k
+                    .as_str()
+                    .ok_or_else(|| ApiError::bad("key values must be base64 strings"))?;
+                let b = b64_decode(s)
+                    .map_err(|_| ApiError::bad(format!("key version {n} is not base64")))?;
+                versions.push((n, lockbox_core::SecretBytes::new(b)));
+            }
+            e.import(
+                name,
+                ImportSpec {
+                    key_type: kt,
+                    versions,
+                    derived: r.bool_field("derived")?.unwrap_or(false),
+                    convergent_encryption: r.bool_field("convergent_encryption")?.unwrap_or(false),
+                    exportable: r.bool_field("exportable")?.unwrap_or(false),
+                    allow_plaintext_backup: r
+                        .bool_field("allow_plaintext_backup")?
+                        .unwrap_or(false),
+                },
+            )
+            .await?;
+            no_content()
+        }
+        _ => Err(not_found()),
+    }
+}

@@ -1,0 +1,222 @@
+//! `lockbox serve`: the server process, with dev mode and production checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use lockbox_core::rootkey::RootKey;
+use lockbox_engine::{Engine, EngineConfig};
+use lockbox_server::ServerConfig;
+
+use crate::target::{check_key_file_mode, open_local, redact_url, root_key_from_env};
+use crate::{CliError, Global};
+
+/// Options of `lockbox serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Development server: temporary store, unsealed, root token printed once.
+    #[arg(long)]
+    dev: bool,
+    /// Use this root token in dev mode instead of a random one.
+    #[arg(long, requires = "dev")]
+    dev_root_token: Option<String>,
+    /// Address to listen on (default: the host:port of --addr / LOCKBOX_ADDR, else 127.0.0.1:8200).
+    #[arg(long = "listen", env = "LOCKBOX_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Production mode (also LOCKBOX_ENV=production): refuse insecure settings.
+    #[arg(long)]
+    production: bool,
+    /// Seconds between auto-rotation checks.
+    #[arg(long, default_value_t = 60)]
+    rotation_check_seconds: u64,
+}
+
+/// Where to listen: --listen, else the host:port of --addr, else 127.0.0.1:8200.
+fn listen_addr(a: &ServeArgs, g: &Global) -> Result<SocketAddr, CliError> {
+    if let Some(l) = a.listen {
+        return Ok(l);
+    }
+    match &g.addr {
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 8200))),
+        Some(addr) => {
+            let hostport = addr
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            let hostport = hostport.replace("localhost", "127.0.0.1");
+            hostport.parse().map_err(|_| {
+                CliError::new(format!(
+                    "cannot listen on {addr:?}: give an IP address and port, e.g. 127.0.0.1:8200"
+                ))
+            })
+        }
+    }
+}
+
+fn production_requested(a: &ServeArgs) -> bool {
+    a.production
+        || std::env::var("LOCKBOX_ENV")
+            .map(|v| v.eq_ignore_ascii_case("production"))
+            .unwrap_or(false)
+}
+
+/// The checks production mode enforces, each named when it fails.
+fn production_checks(a: &ServeArgs, g: &Global, listen: SocketAddr) -> Result<(), CliError> {
+    let fail = |check: &str, why: String| {
+        CliError::new(format!("production check failed: {check}: {why}"))
+    };
+    if a.dev {
+        return Err(fail(
+            "no-dev-mode",
+            "--dev cannot be used in production".into(),
+        ));
+    }
+    match (&g.master_key_file, std::env::var("LOCKBOX_MASTER_KEY")) {
+        (Some(f), _) => {
+            check_key_file_mode(f).map_err(|e| fail("master-key-file-permissions", e.message))?;
+            root_key_from_env(Some(f)).map_err(|e| fail("master-key", e.message))?;
+        }
+        (None, Ok(_)) => {
+            root_key_from_env(None).map_err(|e| fail("master-key", e.message))?;
+        }
+        (None, Err(_)) => {
+            if std::env::var("LOCKBOX_SEAL")
+                .map(|v| v != "shamir")
+                .unwrap_or(true)
+            {
+                return Err(fail(
+                    "master-key",
+                    "no master key: set LOCKBOX_MASTER_KEY or --master-key-file (or LOCKBOX_SEAL=shamir to unseal with shares)".into(),
+                ));
+            }
+        }
+    }
+    if g.store.is_none() {
+        return Err(fail("store", "no --store / LOCKBOX_STORE given".into()));
+    }
+    if !listen.ip().is_loopback() {
+        return Err(fail(
+            "tls",
+            format!("plain HTTP on non-loopback address {listen}; TLS is required"),
+        ));
+    }
+    Ok(())
+}
+
+/// Run the server until Ctrl-C / SIGTERM.
+pub fn run(a: ServeArgs, g: &Global) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lockbox: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(serve(a, g)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lockbox: error: {}", e.message);
+            if let Some(h) = e.hint {
+                eprintln!("lockbox: hint: {h}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
+    let listen = listen_addr(&a, g)?;
+    if production_requested(&a) {
+        production_checks(&a, g, listen)?;
+    }
+    let mut dev_dir: Option<PathBuf> = None;
+    let store_url = match (&g.store, a.dev) {
+        (Some(u), _) => u.clone(),
+        (None, true) => {
+            let mut b = [0u8; 6];
+            lockbox_core::fill_random(&mut b)?;
+            let dir = std::env::temp_dir().join(format!(
+                "lockbox-dev-{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            ));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+            let url = format!("sqlite://{}", dir.join("lockbox.db").display());
+            dev_dir = Some(dir);
+            url
+        }
+        (None, false) => "sqlite://lockbox.db".to_owned(),
+    };
+    let cfg = EngineConfig {
+        rotation_check_interval: std::time::Duration::from_secs(a.rotation_check_seconds.max(1)),
+        ..EngineConfig::default()
+    };
+    let engine: Engine = open_local(&store_url, g.master_key_file.as_deref(), !a.dev, cfg).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::new(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new(format!("listener: {e}")))?;
+    let mut banner = format!(
+        "Lockbox listening on http://{addr}\nStorage: {} ({})\n",
+        engine.store().backend(),
+        redact_url(&store_url)
+    );
+    if a.dev {
+        let root = RootKey::generate()?;
+        let shown = lockbox_core::encoding::b64_encode(root.expose_secret().expose_secret());
+        engine.unseal_with_master_key(root).await?;
+        let token = engine.reset_root_token(a.dev_root_token.as_deref()).await?;
+        banner.push_str(&format!(
+            "\nDEV MODE: temporary store, unsealed, nothing persists.\n\
+             Master key (shown once): {shown}\n\
+             Root token: {token}\n\n\
+             export LOCKBOX_ADDR=http://{addr} LOCKBOX_TOKEN={token}\n"
+        ));
+    } else {
+        let st = engine.status().await?;
+        banner.push_str(&format!(
+            "Initialized: {}  Sealed: {}\n",
+            st.initialized, st.sealed
+        ));
+    }
+    println!("{banner}");
+    engine.spawn_background().await;
+    let cfg = ServerConfig {
+        dev_mode: a.dev,
+        ..ServerConfig::default()
+    };
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    };
+    let res = lockbox_server::serve(listener, engine.clone(), cfg, shutdown).await;
+    let _ = engine.flush_usage().await;
+    if let Some(d) = dev_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    res.map_err(|e| CliError::new(format!("server: {e}")))
+}
