@@ -731,7 +731,9 @@ async fn keys_cmd(k: KeysCommand, g: &Global) -> CliResult<Vec<u8>> {
             version,
         } => {
             let m = t.export(&name, &kind, version).await?;
-            json_line(&serde_json::json!({"name": name, "type": kind, "keys": m}))?
+            let key_type = t.show(&name).await?["type"].clone();
+            // The shape of Vault's export response, so it imports anywhere.
+            json_line(&serde_json::json!({"name": name, "type": key_type, "keys": m}))?
         }
         KeysCommand::Backup {
             name,
