@@ -606,7 +606,8 @@ fn production_mode_refuses_insecure_settings() {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--production", "--store", &store],
             vec![],
