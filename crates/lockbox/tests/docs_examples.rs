@@ -5,10 +5,64 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// A dev server for the examples, killed on drop.
+struct DevServer(std::process::Child, String);
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dev_server() -> DevServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
+        .args([
+            "serve",
+            "--dev",
+            "--dev-root-token",
+            "root",
+            "--listen",
+            &listen,
+        ])
+        .env_remove("LOCKBOX_ADDR")
+        .env_remove("LOCKBOX_STORE")
+        .env_remove("LOCKBOX_MASTER_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    DevServer(child, format!("http://{listen}"))
+}
+
 #[test]
 fn cli_doc_examples_run() {
+    run_doc("docs/CLI.md", 6);
+}
+
+#[test]
+fn api_doc_examples_run() {
+    run_doc("docs/API.md", 6);
+}
+
+fn run_doc(file: &str, min_blocks: usize) {
+    let server = dev_server();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let doc = std::fs::read_to_string(root.join("docs/CLI.md")).unwrap();
+    let doc = std::fs::read_to_string(root.join(file)).unwrap();
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_lockbox"))
         .parent()
         .unwrap()
@@ -48,6 +102,10 @@ fn cli_doc_examples_run() {
             .args(["-euo", "pipefail", "-c", &script])
             .current_dir(&dir)
             .env("PATH", &path)
+            .env("LOCKBOX_ADDR", &server.1)
+            .env("LOCKBOX_TOKEN", "root")
+            .env_remove("LOCKBOX_STORE")
+            .env_remove("LOCKBOX_MASTER_KEY")
             .env_remove("LOCKBOX_KEYSET")
             .env_remove("LOCKBOX_FERNET_KEY")
             .env_remove("LOCKBOX_FERNET_KEYS")
@@ -55,14 +113,14 @@ fn cli_doc_examples_run() {
             .unwrap();
         assert!(
             out.status.success(),
-            "docs/CLI.md block {blocks} failed:\n{script}\nstdout:\n{}\nstderr:\n{}",
+            "{file} block {blocks} failed:\n{script}\nstdout:\n{}\nstderr:\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(
-        blocks >= 6,
-        "expected the documented examples, found {blocks} blocks"
+        blocks >= min_blocks,
+        "expected the documented examples in {file}, found {blocks} blocks"
     );
 }
