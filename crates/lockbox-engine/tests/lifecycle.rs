@@ -449,3 +449,76 @@ on_both! {
     seal_and_integrity => seal_and_integrity_on,
     auto_rotation_exactly_once => auto_rotation_once_on,
 }
+
+/// Keys exported from a real Vault 1.8.3 (published with the ciphertexts it
+/// made; see lockbox-core/tests/vault_format.rs for the origin) import into
+/// the store, and the Vault ciphertexts decrypt through the engine.
+async fn real_vault_import_on(b: Backend) {
+    let (e, _root, _guard) = engine_on(&b).await;
+    let import = |key: &str, derived: bool| ImportSpec {
+        key_type: KeyType::Aes256Gcm96,
+        versions: vec![(
+            1,
+            SecretBytes::new(lockbox_core::encoding::b64_decode(key).unwrap()),
+        )],
+        derived,
+        convergent_encryption: false,
+        exportable: false,
+        allow_plaintext_backup: false,
+    };
+    e.import(
+        "vault-plain",
+        import("MoUxGpXXLY1GpicsJG4FFCSp/t6HzVVlddS+CIbEJyE=", false),
+    )
+    .await
+    .unwrap();
+    e.import(
+        "vault-derived",
+        import("rph2pwTQCx+TD/lk+7o9igzQw5A7FU3+S+Z24Cf9Duk=", true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        e.decrypt(
+            "vault-plain",
+            "vault:v1:aMEvW33l8iXqoDcvXl8KTtkaJEVcB8yeSsQ69mOltw==",
+            b"",
+            b""
+        )
+        .await
+        .unwrap(),
+        b"FOO"
+    );
+    assert_eq!(
+        e.decrypt(
+            "vault-derived",
+            "vault:v1:1pEqzFnkQEa5RA35ynhOd0Ye907S9PvWIq5dRPDP3Q==",
+            br#"{"bar":"baz"}"#,
+            b""
+        )
+        .await
+        .unwrap(),
+        b"FOO"
+    );
+    // After the import, rotation and rewrap move the data to a Lockbox-made version.
+    e.rotate("vault-plain").await.unwrap();
+    let r = e
+        .rewrap(
+            "vault-plain",
+            "vault:v1:aMEvW33l8iXqoDcvXl8KTtkaJEVcB8yeSsQ69mOltw==",
+            b"",
+            b"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.starts_with("vault:v2:"));
+    assert_eq!(
+        e.decrypt("vault-plain", &r, b"", b"").await.unwrap(),
+        b"FOO"
+    );
+}
+
+on_both! {
+    real_vault_import => real_vault_import_on,
+}
