@@ -18,6 +18,7 @@
 
 mod error;
 mod keytype;
+mod sign;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,6 +36,7 @@ use zeroize::Zeroizing;
 
 pub use error::{EngineError, Result};
 pub use keytype::KeyType;
+pub use sign::SignOptions;
 
 const META_SEAL: &str = "seal";
 const META_ROOT_TOKEN: &str = "root_token";
@@ -1301,14 +1303,26 @@ impl Engine {
     }
 
     fn count(&self, name: &str, kind: u8) {
-        if let Ok(mut u) = self.inner.usage.lock() {
-            let e = u.entry(name.to_owned()).or_default();
+        let t = now();
+        let bump = |e: &mut UsageDelta| {
             match kind {
                 0 => e.encrypt += 1,
                 1 => e.decrypt += 1,
                 _ => e.other += 1,
             }
-            e.last = now();
+            e.last = t;
+        };
+        if let Ok(mut u) = self.inner.usage.lock() {
+            // One lookup and no allocation on the hot path: the name is
+            // copied only the first time a key is used between two flushes.
+            match u.get_mut(name) {
+                Some(e) => bump(e),
+                None => {
+                    let mut d = UsageDelta::default();
+                    bump(&mut d);
+                    u.insert(name.to_owned(), d);
+                }
+            }
         }
     }
 
@@ -1519,6 +1533,100 @@ impl Engine {
         };
         let pt = self.decrypt(&name, ciphertext, context, &[]).await?;
         Ok((name, pt))
+    }
+
+    fn version_material(
+        k: &LoadedKey,
+        version: Option<u32>,
+        op: &'static str,
+    ) -> Result<(u32, SecretBytes)> {
+        let v = match version {
+            None | Some(0) => k.row.latest_version,
+            Some(v) => v,
+        };
+        if v < k.row.min_decryption_version && op == "verify" {
+            return Err(EngineError::BadRequest(
+                "ciphertext or signature version is disallowed by policy (too old)".into(),
+            ));
+        }
+        k.materials
+            .get(&v)
+            .map(|(_, m)| (v, m.clone()))
+            .ok_or_else(|| {
+                EngineError::BadRequest(format!(
+                    "key version {v} does not exist or cannot be used to {op}"
+                ))
+            })
+    }
+
+    /// HMAC of `input` (Vault's `transit/hmac`): `vault:v<N>:<base64>`.
+    ///
+    /// # Errors
+    /// [`EngineError::BadRequest`] for a key type without HMAC or an unknown algorithm.
+    pub async fn hmac(
+        &self,
+        name: &str,
+        input: &[u8],
+        algorithm: &str,
+        version: Option<u32>,
+    ) -> Result<String> {
+        let k = self.key(name).await?;
+        let (v, m) = Self::version_material(&k, version, "hmac")?;
+        let out = sign::hmac(&sign::hmac_key(k.key_type, &m)?, algorithm, input, v)?;
+        self.count(name, 2);
+        Ok(out)
+    }
+
+    /// Verify an HMAC made by [`Engine::hmac`] (constant time).
+    ///
+    /// # Errors
+    /// [`EngineError::BadRequest`] for a malformed value or a too-old version.
+    pub async fn verify_hmac(
+        &self,
+        name: &str,
+        input: &[u8],
+        mac: &str,
+        algorithm: &str,
+    ) -> Result<bool> {
+        let k = self.key(name).await?;
+        let (v, raw) = sign::parse_tagged(mac, false)?;
+        let (_, m) = Self::version_material(&k, Some(v), "verify")?;
+        let ok = sign::verify_hmac(&sign::hmac_key(k.key_type, &m)?, algorithm, input, &raw)?;
+        self.count(name, 2);
+        Ok(ok)
+    }
+
+    /// Sign `input` (Vault's `transit/sign`): `vault:v<N>:<signature>`.
+    ///
+    /// # Errors
+    /// [`EngineError::BadRequest`] for a key type that does not sign or
+    /// unsupported options.
+    pub async fn sign(&self, name: &str, input: &[u8], opts: &SignOptions) -> Result<String> {
+        let k = self.key(name).await?;
+        let (v, m) = Self::version_material(&k, opts.key_version, "sign")?;
+        let out = sign::sign(k.key_type, &m, input, opts, v)?;
+        self.count(name, 2);
+        Ok(out)
+    }
+
+    /// Verify a signature made by [`Engine::sign`].
+    ///
+    /// # Errors
+    /// [`EngineError::BadRequest`] for a malformed signature or options.
+    pub async fn verify(
+        &self,
+        name: &str,
+        input: &[u8],
+        signature: &str,
+        opts: &SignOptions,
+    ) -> Result<bool> {
+        let k = self.key(name).await?;
+        let jws = opts.marshaling_algorithm.as_deref() == Some("jws");
+        let (v, raw) = sign::parse_tagged(signature, jws)?;
+        let (_, m) = Self::version_material(&k, Some(v), "verify")?;
+        let ok = sign::verify(k.key_type, &m, input, &raw, opts)?;
+        self.count(name, 2);
+        Ok(ok)
     }
 
     /// Export key material (requires `exportable`): version → base64.

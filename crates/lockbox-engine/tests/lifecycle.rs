@@ -522,3 +522,69 @@ async fn real_vault_import_on(b: Backend) {
 on_both! {
     real_vault_import => real_vault_import_on,
 }
+
+async fn sign_and_hmac_on(b: Backend) {
+    use lockbox_engine::SignOptions;
+    let (e, _root, _guard) = engine_on(&b).await;
+    for t in ["ed25519", "ecdsa-p256", "ecdsa-p384", "rsa-2048"] {
+        e.create_key(t, &opts(t)).await.unwrap();
+        let mut variants = vec![SignOptions::default()];
+        if t.starts_with("ecdsa") {
+            variants.push(SignOptions {
+                marshaling_algorithm: Some("jws".into()),
+                ..Default::default()
+            });
+        }
+        if t.starts_with("rsa") {
+            variants.push(SignOptions {
+                signature_algorithm: Some("pkcs1v15".into()),
+                hash_algorithm: Some("sha2-512".into()),
+                ..Default::default()
+            });
+        }
+        for o in variants {
+            let sig = e.sign(t, b"message", &o).await.unwrap();
+            assert!(sig.starts_with("vault:v1:"), "{t}: {sig}");
+            assert!(e.verify(t, b"message", &sig, &o).await.unwrap(), "{t}");
+            assert!(
+                !e.verify(t, b"other message", &sig, &o).await.unwrap(),
+                "{t}"
+            );
+        }
+        assert!(
+            e.hmac(t, b"x", "sha2-256", None).await.is_err(),
+            "{t}: signing keys have no HMAC"
+        );
+    }
+    assert!(matches!(
+        e.sign(
+            "ecdsa-p256",
+            b"m",
+            &SignOptions {
+                hash_algorithm: Some("sha2-512".into()),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(EngineError::BadRequest(_))
+    ));
+    e.create_key("mac", &opts("hmac")).await.unwrap();
+    e.create_key("aead", &opts("aes256-gcm96")).await.unwrap();
+    for k in ["mac", "aead"] {
+        for alg in ["sha2-224", "sha2-256", "sha2-384", "sha2-512"] {
+            let m = e.hmac(k, b"payload", alg, None).await.unwrap();
+            assert!(e.verify_hmac(k, b"payload", &m, alg).await.unwrap());
+            assert!(!e.verify_hmac(k, b"payload!", &m, alg).await.unwrap());
+        }
+        assert!(e
+            .verify_hmac(k, b"p", "vault:v1:!!", "sha2-256")
+            .await
+            .is_err());
+        assert!(e.hmac(k, b"p", "md5", None).await.is_err());
+    }
+    assert!(e.sign("aead", b"m", &SignOptions::default()).await.is_err());
+}
+
+on_both! {
+    sign_and_hmac => sign_and_hmac_on,
+}

@@ -3,7 +3,9 @@
 
 use axum::http::{Method, StatusCode};
 use lockbox_core::encoding::{b64_decode, b64_encode};
-use lockbox_engine::{ConfigUpdate, CreateOptions, EngineError, ImportSpec, KeyInfo, KeyType};
+use lockbox_engine::{
+    ConfigUpdate, CreateOptions, EngineError, ImportSpec, KeyInfo, KeyType, SignOptions,
+};
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -377,6 +379,66 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
             }
             ok(d)
         }
+        ["hmac", name] | ["hmac", name, _] if is_write(&r.method) => {
+            let alg = hmac_algorithm(r, seg.get(2).copied())?;
+            let top_version = r.u32_field("key_version")?;
+            run_batch(st, r, |m| {
+                let alg = alg.clone();
+                async move {
+                    let input = b64_field(&m, "input")?
+                        .ok_or_else(|| ApiError::bad("missing input for HMAC"))?;
+                    let v = field_u32(&m, "key_version")?.or(top_version);
+                    let mac = st.engine.hmac(name, &input, &alg, v).await?;
+                    Ok(json!({ "hmac": mac }))
+                }
+            })
+            .await
+        }
+        ["sign", name] | ["sign", name, _] if is_write(&r.method) => {
+            let opts = sign_options(r, seg.get(2).copied())?;
+            if r.bool_field("prehashed")? == Some(true) {
+                return Err(ApiError::bad(
+                    "prehashed input is not supported by Lockbox; send the message itself",
+                ));
+            }
+            run_batch(st, r, |m| {
+                let opts = opts.clone();
+                async move {
+                    let input = b64_field(&m, "input")?
+                        .ok_or_else(|| ApiError::bad("missing input to sign"))?;
+                    let sig = st.engine.sign(name, &input, &opts).await?;
+                    Ok(json!({ "signature": sig, "key_version": version_of(&sig) }))
+                }
+            })
+            .await
+        }
+        ["verify", name] | ["verify", name, _] if is_write(&r.method) => {
+            let opts = sign_options(r, seg.get(2).copied())?;
+            let alg = hmac_algorithm(r, None)?;
+            run_batch(st, r, |m| {
+                let (opts, alg) = (opts.clone(), alg.clone());
+                async move {
+                    let input = b64_field(&m, "input")?
+                        .ok_or_else(|| ApiError::bad("missing input to verify"))?;
+                    let valid = match (field_str(&m, "signature")?, field_str(&m, "hmac")?) {
+                        (Some(sig), None) => st.engine.verify(name, &input, &sig, &opts).await?,
+                        (None, Some(mac)) => {
+                            st.engine.verify_hmac(name, &input, &mac, &alg).await?
+                        }
+                        (Some(_), Some(_)) => {
+                            return Err(ApiError::bad(
+                                "provide one of 'signature' or 'hmac', not both",
+                            ))
+                        }
+                        (None, None) => {
+                            return Err(ApiError::bad("missing signature or hmac to verify"))
+                        }
+                    };
+                    Ok(json!({ "valid": valid }))
+                }
+            })
+            .await
+        }
         ["random"] | ["random", _] | ["random", _, _] if is_write(&r.method) => {
             random(r, &seg[1..])
         }
@@ -418,6 +480,29 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
         }
         _ => Err(not_found()),
     }
+}
+
+fn hmac_algorithm(r: &Req, path: Option<&str>) -> Result<String, ApiError> {
+    Ok(match path {
+        Some(a) => a.to_owned(),
+        None => r
+            .str_field("algorithm")?
+            .unwrap_or_else(|| "sha2-256".into()),
+    })
+}
+
+fn sign_options(r: &Req, path_hash: Option<&str>) -> Result<SignOptions, ApiError> {
+    Ok(SignOptions {
+        hash_algorithm: match path_hash {
+            Some(h) => Some(h.to_owned()),
+            None => r
+                .str_field("hash_algorithm")?
+                .or(r.str_field("algorithm")?.filter(|a| a.starts_with("sha2-"))),
+        },
+        signature_algorithm: r.str_field("signature_algorithm")?,
+        marshaling_algorithm: r.str_field("marshaling_algorithm")?,
+        key_version: r.u32_field("key_version")?,
+    })
 }
 
 fn random(r: &Req, rest: &[&str]) -> ApiResult {
