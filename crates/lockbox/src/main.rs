@@ -507,6 +507,9 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
             let token = read_token()?;
             let out = t.rewrap(&key, &token, context.as_bytes()).await?;
             t.finish().await;
+            if g.json {
+                return json_line(&serde_json::json!({"ciphertext": out}));
+            }
             Ok(line(out))
         }),
         Command::Keygen(a) => keygen(&a),
@@ -518,6 +521,9 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
                 .encrypt(&name, &input, a.context.as_bytes(), !a.vault_format)
                 .await?;
             t.finish().await;
+            if g.json {
+                return json_line(&serde_json::json!({"ciphertext": out}));
+            }
             Ok(line(out))
         }),
         Command::Decrypt(a) if a.key.is_some() || a.remote => block_on(async {
@@ -527,6 +533,12 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
                 .decrypt(a.key.as_deref(), &token, a.context.as_bytes())
                 .await?;
             t.finish().await;
+            if g.json {
+                // JSON cannot carry arbitrary bytes: the plaintext is base64.
+                return json_line(
+                    &serde_json::json!({"plaintext": lockbox::encoding::b64_encode(&out)}),
+                );
+            }
             Ok(out)
         }),
         Command::Encrypt(a) => {
