@@ -1629,6 +1629,76 @@ impl Engine {
         Ok(ok)
     }
 
+    fn blind_indexer(
+        k: &LoadedKey,
+        normalization: lockbox_core::blind_index::Normalization,
+        truncation: usize,
+    ) -> Result<lockbox_core::blind_index::BlindIndexer> {
+        use lockbox_core::blind_index::{BlindIndexConfig, BlindIndexKey, BlindIndexer};
+        let keys = k
+            .materials
+            .iter()
+            .filter(|(v, _)| **v >= k.row.min_decryption_version)
+            .map(|(v, (_, m))| {
+                let ik = lockbox_core::kdf::hkdf_sha256(
+                    m.expose_secret(),
+                    &[],
+                    b"lockbox/v1/blind-index-key",
+                    32,
+                )?;
+                BlindIndexKey::new(*v, ik)
+            })
+            .collect::<lockbox_core::Result<Vec<_>>>()?;
+        Ok(BlindIndexer::new(
+            BlindIndexConfig::new(normalization, truncation)?,
+            keys,
+            k.row.latest_version,
+        )?)
+    }
+
+    /// Blind index of `value` for (`tenant`, `column`) under the key's latest
+    /// version (`bi1:v<N>:…`). The index key of each version is derived from
+    /// the version's material, separate from its encryption use.
+    ///
+    /// # Errors
+    /// [`EngineError::BadRequest`] for a bad truncation; key errors.
+    pub async fn blind_index(
+        &self,
+        name: &str,
+        tenant: &str,
+        column: &str,
+        value: &str,
+        normalization: lockbox_core::blind_index::Normalization,
+        truncation: usize,
+    ) -> Result<String> {
+        let k = self.key(name).await?;
+        let out =
+            Self::blind_indexer(&k, normalization, truncation)?.compute(value, tenant, column)?;
+        self.count(name, 2);
+        Ok(out)
+    }
+
+    /// The blind index values of `value` under every version that may still
+    /// be in use (for lookups during a rotation), newest first.
+    ///
+    /// # Errors
+    /// As [`Engine::blind_index`].
+    pub async fn blind_index_terms(
+        &self,
+        name: &str,
+        tenant: &str,
+        column: &str,
+        value: &str,
+        normalization: lockbox_core::blind_index::Normalization,
+        truncation: usize,
+    ) -> Result<Vec<String>> {
+        let k = self.key(name).await?;
+        let out = Self::blind_indexer(&k, normalization, truncation)?
+            .search_terms(value, tenant, column)?;
+        self.count(name, 2);
+        Ok(out)
+    }
+
     /// Export key material (requires `exportable`): version → base64.
     /// `kind` is `encryption-key`, `signing-key`, `hmac-key` or `public-key`
     /// (the last needs no `exportable`).

@@ -8,6 +8,7 @@
 //! (`{"errors":[...]}`), one mapping from engine errors to status codes
 //! ([`ApiError::from_engine`]), and limits checked before any work.
 
+mod records;
 mod transit;
 
 use std::future::Future;
@@ -418,6 +419,11 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
                     "meta": null,
                 })),
                 ["transit", rest @ ..] => transit::dispatch(st, &r, rest).await,
+                ["lockbox", "records", rest @ ..]
+                    if matches!(r.method, Method::POST | Method::PUT) =>
+                {
+                    records::dispatch(st, &r, rest).await
+                }
                 ["lockbox", rest @ ..] => transit::native(st, &r, rest).await,
                 _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
             }

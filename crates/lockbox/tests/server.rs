@@ -785,3 +785,122 @@ fn two_servers_one_postgres_see_rotation_at_once() {
     drop(b);
     drop_schema(&schema);
 }
+
+#[test]
+fn record_api_round_trip_isolation_and_search() {
+    let s = start(&["--dev", "--dev-root-token", "rt"], &[]);
+    let url = |p: &str| format!("{}/v1/{p}", s.addr);
+    assert_eq!(
+        http("POST", &url("transit/keys/crm"), Some("rt"), "").0,
+        200
+    );
+    let tmpl = "tenant={tenant};table=contacts;column={field};row={id}";
+    let req = |tenant: &str, record: &serde_json::Value| {
+        serde_json::json!({
+            "key": "crm", "tenant": tenant, "context_template": tmpl,
+            "fields": ["email", "ssn", "score", "tags"], "blind_index": ["email"],
+            "record": record,
+        })
+        .to_string()
+    };
+    let rec = serde_json::json!({"id": 42, "name": "Jane", "email": "Jane@Example.com", "ssn": "123-45-6789", "score": 97, "tags": ["a", "b"], "note": null});
+    let (code, enc) = http(
+        "POST",
+        &url("lockbox/records/encrypt"),
+        Some("rt"),
+        &req("acme", &rec),
+    );
+    assert_eq!(code, 200, "{enc}");
+    let out = &enc["data"]["record"];
+    for f in ["email", "ssn", "score", "tags"] {
+        assert!(out[f].as_str().unwrap().starts_with("lbx1:"), "{f}");
+    }
+    assert_eq!(out["name"], "Jane");
+    assert!(out["note"].is_null());
+    let bi = enc["data"]["blind_indexes"]["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(bi.starts_with("bi1:v1:"));
+    // Decrypt gives back the exact record, types included.
+    let (code, dec) = http(
+        "POST",
+        &url("lockbox/records/decrypt"),
+        Some("rt"),
+        &req("acme", out),
+    );
+    assert_eq!(code, 200, "{dec}");
+    assert_eq!(dec["data"]["record"], rec);
+    // The same ciphertexts under another tenant, or moved to another row, fail.
+    let (code, _) = http(
+        "POST",
+        &url("lockbox/records/decrypt"),
+        Some("rt"),
+        &req("globex", out),
+    );
+    assert_eq!(code, 400);
+    let mut moved = out.clone();
+    moved["id"] = serde_json::json!(43);
+    assert_eq!(
+        http(
+            "POST",
+            &url("lockbox/records/decrypt"),
+            Some("rt"),
+            &req("acme", &moved)
+        )
+        .0,
+        400
+    );
+    let mut swapped = out.clone();
+    swapped["email"] = out["ssn"].clone();
+    assert_eq!(
+        http(
+            "POST",
+            &url("lockbox/records/decrypt"),
+            Some("rt"),
+            &req("acme", &swapped)
+        )
+        .0,
+        400
+    );
+    // Search: normalized term finds the stored index; other tenants' indexes differ.
+    let search = |tenant: &str, value: &str| {
+        let body =
+            serde_json::json!({"key": "crm", "tenant": tenant, "field": "email", "value": value})
+                .to_string();
+        http("POST", &url("lockbox/records/search"), Some("rt"), &body).1["data"]["terms"].clone()
+    };
+    assert_eq!(
+        search("acme", "  jane@example.COM "),
+        serde_json::json!([bi])
+    );
+    assert_ne!(
+        search("globex", "jane@example.com"),
+        serde_json::json!([bi])
+    );
+    // After a rotation the search spans both versions, newest first.
+    assert_eq!(
+        http("POST", &url("transit/keys/crm/rotate"), Some("rt"), "").0,
+        200
+    );
+    let terms = search("acme", "jane@example.com");
+    assert_eq!(terms.as_array().unwrap().len(), 2);
+    assert!(terms[0].as_str().unwrap().starts_with("bi1:v2:"));
+    assert_eq!(terms[1], serde_json::json!(bi));
+    // Bad specs are 400s that say what is wrong.
+    let (code, v) = http(
+        "POST",
+        &url("lockbox/records/encrypt"),
+        Some("rt"),
+        r#"{"key":"crm","fields":["x"],"record":{"x":1},"context_template":"{missing}"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(v["errors"][0].as_str().unwrap().contains("missing"), "{v}");
+    let (code, _) = http(
+        "POST",
+        &url("lockbox/records/encrypt"),
+        Some("rt"),
+        r#"{"key":"crm","fields":["x"],"record":[1]}"#,
+    );
+    assert_eq!(code, 400);
+}
