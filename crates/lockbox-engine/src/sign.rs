@@ -119,6 +119,80 @@ fn unsupported_hash(kt: KeyType, h: &str) -> EngineError {
     ))
 }
 
+/// The ECDSA signing and verification algorithms for a key type, hash and encoding.
+fn ecdsa_algs(
+    kt: KeyType,
+    h: &str,
+    jws: bool,
+) -> Result<(
+    &'static signature::EcdsaSigningAlgorithm,
+    &'static dyn signature::VerificationAlgorithm,
+)> {
+    Ok(match (kt, h, jws) {
+        (KeyType::EcdsaP256, "sha2-256", false) => (
+            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &signature::ECDSA_P256_SHA256_ASN1,
+        ),
+        (KeyType::EcdsaP256, "sha2-256", true) => (
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &signature::ECDSA_P256_SHA256_FIXED,
+        ),
+        (KeyType::EcdsaP384, "sha2-384", false) => (
+            &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            &signature::ECDSA_P384_SHA384_ASN1,
+        ),
+        (KeyType::EcdsaP384, "sha2-384", true) => (
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &signature::ECDSA_P384_SHA384_FIXED,
+        ),
+        _ => return Err(unsupported_hash(kt, h)),
+    })
+}
+
+/// The RSA signing padding and verification algorithm for a hash and scheme
+/// (`pss`, the default, or `pkcs1v15`).
+fn rsa_algs(
+    kt: KeyType,
+    h: &str,
+    opts: &SignOptions,
+) -> Result<(
+    &'static dyn signature::RsaEncoding,
+    &'static dyn signature::VerificationAlgorithm,
+)> {
+    let pss = match opts.signature_algorithm.as_deref().unwrap_or("pss") {
+        "pss" => true,
+        "pkcs1v15" => false,
+        other => return Err(bad(format!("unsupported rsa signature algorithm {other}"))),
+    };
+    Ok(match (h, pss) {
+        ("sha2-256", true) => (
+            &signature::RSA_PSS_SHA256,
+            &signature::RSA_PSS_2048_8192_SHA256,
+        ),
+        ("sha2-384", true) => (
+            &signature::RSA_PSS_SHA384,
+            &signature::RSA_PSS_2048_8192_SHA384,
+        ),
+        ("sha2-512", true) => (
+            &signature::RSA_PSS_SHA512,
+            &signature::RSA_PSS_2048_8192_SHA512,
+        ),
+        ("sha2-256", false) => (
+            &signature::RSA_PKCS1_SHA256,
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+        ),
+        ("sha2-384", false) => (
+            &signature::RSA_PKCS1_SHA384,
+            &signature::RSA_PKCS1_2048_8192_SHA384,
+        ),
+        ("sha2-512", false) => (
+            &signature::RSA_PKCS1_SHA512,
+            &signature::RSA_PKCS1_2048_8192_SHA512,
+        ),
+        _ => return Err(unsupported_hash(kt, h)),
+    })
+}
+
 pub(crate) fn sign(
     kt: KeyType,
     material: &SecretBytes,
@@ -136,22 +210,7 @@ pub(crate) fn sign(
             .as_ref()
             .to_vec(),
         KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
-            let h = hash_for(kt, opts)?;
-            let alg = match (kt, h.as_str(), jws) {
-                (KeyType::EcdsaP256, "sha2-256", false) => {
-                    &signature::ECDSA_P256_SHA256_ASN1_SIGNING
-                }
-                (KeyType::EcdsaP256, "sha2-256", true) => {
-                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING
-                }
-                (KeyType::EcdsaP384, "sha2-384", false) => {
-                    &signature::ECDSA_P384_SHA384_ASN1_SIGNING
-                }
-                (KeyType::EcdsaP384, "sha2-384", true) => {
-                    &signature::ECDSA_P384_SHA384_FIXED_SIGNING
-                }
-                _ => return Err(unsupported_hash(kt, &h)),
-            };
+            let alg = ecdsa_algs(kt, &hash_for(kt, opts)?, jws)?.0;
             EcdsaKeyPair::from_pkcs8(alg, material.expose_secret())
                 .map_err(|_| EngineError::Integrity("ecdsa key does not parse".into()))?
                 .sign(&rng, input)
@@ -160,21 +219,7 @@ pub(crate) fn sign(
                 .to_vec()
         }
         KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
-            let h = hash_for(kt, opts)?;
-            let pss = match opts.signature_algorithm.as_deref().unwrap_or("pss") {
-                "pss" => true,
-                "pkcs1v15" => false,
-                other => return Err(bad(format!("unsupported rsa signature algorithm {other}"))),
-            };
-            let alg: &'static dyn signature::RsaEncoding = match (h.as_str(), pss) {
-                ("sha2-256", true) => &signature::RSA_PSS_SHA256,
-                ("sha2-384", true) => &signature::RSA_PSS_SHA384,
-                ("sha2-512", true) => &signature::RSA_PSS_SHA512,
-                ("sha2-256", false) => &signature::RSA_PKCS1_SHA256,
-                ("sha2-384", false) => &signature::RSA_PKCS1_SHA384,
-                ("sha2-512", false) => &signature::RSA_PKCS1_SHA512,
-                _ => return Err(unsupported_hash(kt, &h)),
-            };
+            let alg = rsa_algs(kt, &hash_for(kt, opts)?, opts)?.0;
             let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(material.expose_secret())
                 .map_err(|_| EngineError::Integrity("rsa key does not parse".into()))?;
             let mut sig = vec![0u8; kp.public_modulus_len()];
@@ -204,32 +249,9 @@ pub(crate) fn verify(
         .ok_or_else(|| EngineError::Integrity("signing key does not parse".into()))?;
     let alg: &'static dyn signature::VerificationAlgorithm = match kt {
         KeyType::Ed25519 => &signature::ED25519,
-        KeyType::EcdsaP256 | KeyType::EcdsaP384 => {
-            let h = hash_for(kt, opts)?;
-            match (kt, h.as_str(), jws) {
-                (KeyType::EcdsaP256, "sha2-256", false) => &signature::ECDSA_P256_SHA256_ASN1,
-                (KeyType::EcdsaP256, "sha2-256", true) => &signature::ECDSA_P256_SHA256_FIXED,
-                (KeyType::EcdsaP384, "sha2-384", false) => &signature::ECDSA_P384_SHA384_ASN1,
-                (KeyType::EcdsaP384, "sha2-384", true) => &signature::ECDSA_P384_SHA384_FIXED,
-                _ => return Err(unsupported_hash(kt, &h)),
-            }
-        }
+        KeyType::EcdsaP256 | KeyType::EcdsaP384 => ecdsa_algs(kt, &hash_for(kt, opts)?, jws)?.1,
         KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
-            let h = hash_for(kt, opts)?;
-            let pss = match opts.signature_algorithm.as_deref().unwrap_or("pss") {
-                "pss" => true,
-                "pkcs1v15" => false,
-                other => return Err(bad(format!("unsupported rsa signature algorithm {other}"))),
-            };
-            match (h.as_str(), pss) {
-                ("sha2-256", true) => &signature::RSA_PSS_2048_8192_SHA256,
-                ("sha2-384", true) => &signature::RSA_PSS_2048_8192_SHA384,
-                ("sha2-512", true) => &signature::RSA_PSS_2048_8192_SHA512,
-                ("sha2-256", false) => &signature::RSA_PKCS1_2048_8192_SHA256,
-                ("sha2-384", false) => &signature::RSA_PKCS1_2048_8192_SHA384,
-                ("sha2-512", false) => &signature::RSA_PKCS1_2048_8192_SHA512,
-                _ => return Err(unsupported_hash(kt, &h)),
-            }
+            rsa_algs(kt, &hash_for(kt, opts)?, opts)?.1
         }
         t => return Err(bad(format!("key type {t} does not support verification"))),
     };
