@@ -121,10 +121,13 @@ fn key_json(k: &KeyInfo) -> Value {
     d
 }
 
-/// Batch items, or the single request as a one-item batch.
-fn items(st: &AppState, r: &Req) -> Result<(Vec<Map<String, Value>>, bool), ApiError> {
+/// Batch items, or the single request as a one-item batch (borrowed: a
+/// large batch or plaintext is never copied).
+type Items<'a> = (Vec<&'a Map<String, Value>>, bool);
+
+fn items<'a>(st: &AppState, r: &'a Req) -> Result<Items<'a>, ApiError> {
     match r.body.get("batch_input") {
-        None | Some(Value::Null) => Ok((vec![r.body.clone()], false)),
+        None | Some(Value::Null) => Ok((vec![&r.body], false)),
         Some(Value::Array(a)) => {
             if a.len() > st.cfg.max_batch_items {
                 return Err(ApiError::bad(format!(
@@ -139,7 +142,7 @@ fn items(st: &AppState, r: &Req) -> Result<(Vec<Map<String, Value>>, bool), ApiE
             let v: Result<Vec<_>, _> = a
                 .iter()
                 .map(|i| match i {
-                    Value::Object(m) => Ok(m.clone()),
+                    Value::Object(m) => Ok(m),
                     _ => Err(ApiError::bad("every batch_input item must be an object")),
                 })
                 .collect();
@@ -150,9 +153,9 @@ fn items(st: &AppState, r: &Req) -> Result<(Vec<Map<String, Value>>, bool), ApiE
 }
 
 /// Run `f` on every item; Vault's batch semantics for the answer.
-async fn run_batch<F, Fut>(st: &AppState, r: &Req, f: F) -> ApiResult
+async fn run_batch<'a, F, Fut>(st: &AppState, r: &'a Req, f: F) -> ApiResult
 where
-    F: Fn(Map<String, Value>) -> Fut,
+    F: Fn(&'a Map<String, Value>) -> Fut,
     Fut: std::future::Future<Output = Result<Value, ApiError>>,
 {
     let (list, batch) = items(st, r)?;
@@ -215,17 +218,17 @@ fn version_of(ct: &str) -> Option<u32> {
 async fn encrypt_one(
     st: &AppState,
     name: &str,
-    m: Map<String, Value>,
+    m: &Map<String, Value>,
     create_type: Option<String>,
     convergent: bool,
 ) -> Result<Value, ApiError> {
-    let pt = match b64_field(&m, "plaintext")? {
+    let pt = match b64_field(m, "plaintext")? {
         Some(p) => p,
         None => return Err(ApiError::bad("missing plaintext to encrypt")),
     };
-    let context = ctx(&m)?;
-    let aad = b64_field(&m, "associated_data")?.unwrap_or_default();
-    let version = field_u32(&m, "key_version")?;
+    let context = ctx(m)?;
+    let aad = b64_field(m, "associated_data")?.unwrap_or_default();
+    let version = field_u32(m, "key_version")?;
     let res = st.engine.encrypt(name, &pt, &context, &aad, version).await;
     let ct = match res {
         Err(EngineError::KeyNotFound(_)) => {
@@ -327,21 +330,21 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
         }
         ["decrypt", name] if is_write(&r.method) => {
             run_batch(st, r, |m| async move {
-                let ct = field_str(&m, "ciphertext")?
+                let ct = field_str(m, "ciphertext")?
                     .ok_or_else(|| ApiError::bad("missing ciphertext to decrypt"))?;
-                let aad = b64_field(&m, "associated_data")?.unwrap_or_default();
-                let pt = st.engine.decrypt(name, &ct, &ctx(&m)?, &aad).await?;
+                let aad = b64_field(m, "associated_data")?.unwrap_or_default();
+                let pt = st.engine.decrypt(name, &ct, &ctx(m)?, &aad).await?;
                 Ok(json!({ "plaintext": b64_encode(&pt) }))
             })
             .await
         }
         ["rewrap", name] if is_write(&r.method) => {
             run_batch(st, r, |m| async move {
-                let ct = field_str(&m, "ciphertext")?
+                let ct = field_str(m, "ciphertext")?
                     .ok_or_else(|| ApiError::bad("missing ciphertext to rewrap"))?;
                 let out = st
                     .engine
-                    .rewrap(name, &ct, &ctx(&m)?, &[], field_u32(&m, "key_version")?)
+                    .rewrap(name, &ct, &ctx(m)?, &[], field_u32(m, "key_version")?)
                     .await?;
                 Ok(json!({ "ciphertext": out, "key_version": version_of(&out) }))
             })
@@ -385,9 +388,9 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
             run_batch(st, r, |m| {
                 let alg = alg.clone();
                 async move {
-                    let input = b64_field(&m, "input")?
+                    let input = b64_field(m, "input")?
                         .ok_or_else(|| ApiError::bad("missing input for HMAC"))?;
-                    let v = field_u32(&m, "key_version")?.or(top_version);
+                    let v = field_u32(m, "key_version")?.or(top_version);
                     let mac = st.engine.hmac(name, &input, &alg, v).await?;
                     Ok(json!({ "hmac": mac }))
                 }
@@ -404,7 +407,7 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
             run_batch(st, r, |m| {
                 let opts = opts.clone();
                 async move {
-                    let input = b64_field(&m, "input")?
+                    let input = b64_field(m, "input")?
                         .ok_or_else(|| ApiError::bad("missing input to sign"))?;
                     let sig = st.engine.sign(name, &input, &opts).await?;
                     Ok(json!({ "signature": sig, "key_version": version_of(&sig) }))
@@ -418,9 +421,9 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
             run_batch(st, r, |m| {
                 let (opts, alg) = (opts.clone(), alg.clone());
                 async move {
-                    let input = b64_field(&m, "input")?
+                    let input = b64_field(m, "input")?
                         .ok_or_else(|| ApiError::bad("missing input to verify"))?;
-                    let valid = match (field_str(&m, "signature")?, field_str(&m, "hmac")?) {
+                    let valid = match (field_str(m, "signature")?, field_str(m, "hmac")?) {
                         (Some(sig), None) => st.engine.verify(name, &input, &sig, &opts).await?,
                         (None, Some(mac)) => {
                             st.engine.verify_hmac(name, &input, &mac, &alg).await?
@@ -578,18 +581,18 @@ pub(crate) async fn native(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
     match seg {
         ["encrypt", name] => {
             run_batch(st, r, |m| async move {
-                let pt = b64_field(&m, "plaintext")?
+                let pt = b64_field(m, "plaintext")?
                     .ok_or_else(|| ApiError::bad("missing plaintext to encrypt"))?;
-                let ct = st.engine.encrypt_native(name, &pt, &ctx(&m)?).await?;
+                let ct = st.engine.encrypt_native(name, &pt, &ctx(m)?).await?;
                 Ok(json!({ "ciphertext": ct }))
             })
             .await
         }
         ["decrypt"] => {
             run_batch(st, r, |m| async move {
-                let ct = field_str(&m, "ciphertext")?
+                let ct = field_str(m, "ciphertext")?
                     .ok_or_else(|| ApiError::bad("missing ciphertext to decrypt"))?;
-                let (key, pt) = st.engine.decrypt_native(&ct, &ctx(&m)?).await?;
+                let (key, pt) = st.engine.decrypt_native(&ct, &ctx(m)?).await?;
                 Ok(json!({ "plaintext": b64_encode(&pt), "key": key }))
             })
             .await
