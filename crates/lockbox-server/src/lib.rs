@@ -350,11 +350,13 @@ pub(crate) fn field_u32(m: &Map<String, Value>, name: &str) -> Result<Option<u32
 
 /// Decode a base64 field (standard alphabet; Vault's).
 pub(crate) fn b64_field(m: &Map<String, Value>, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    match field_str(m, name)? {
-        None => Ok(None),
-        Some(s) => lockbox_core::encoding::b64_decode(&s)
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        // Borrowed: a large plaintext is decoded straight from the parsed body.
+        Some(Value::String(s)) => lockbox_core::encoding::b64_decode(s)
             .map(Some)
             .map_err(|_| ApiError::bad(format!("failed to base64-decode {name}"))),
+        Some(_) => Err(ApiError::bad(format!("field {name} must be a string"))),
     }
 }
 
