@@ -15,6 +15,7 @@
 //!   ([`Algorithm::Aes256Siv`], RFC 5297 AES-SIV) through the same keysets.
 
 pub mod aead;
+pub mod audit;
 pub mod blind_index;
 pub mod encoding;
 mod error;
