@@ -278,12 +278,19 @@ fn lock_err<T>(_: T) -> EngineError {
     EngineError::Internal("lock poisoned".into())
 }
 
+/// Key names: 1 to 128 characters from `A-Z a-z 0-9 - _ .`, optionally
+/// prefixed by one `mount/` namespace (keys of extra Transit mounts).
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let ok = name.len() <= 128
+        && match name.split_once('/') {
+            None => part_ok(name),
+            Some((mount, key)) => part_ok(mount) && part_ok(key),
+        };
     if ok {
         Ok(())
     } else {

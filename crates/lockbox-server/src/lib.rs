@@ -8,6 +8,7 @@
 //! (`{"errors":[...]}`), one mapping from engine errors to status codes
 //! ([`ApiError::from_engine`]), and limits checked before any work.
 
+mod mounts;
 mod records;
 mod transit;
 
@@ -45,6 +46,9 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// The Transit mount every server has.
+pub(crate) const DEFAULT_MOUNT: &str = "transit";
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -420,7 +424,13 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
                     "type": "service",
                     "meta": null,
                 })),
-                ["transit", rest @ ..] => transit::dispatch(st, &r, rest).await,
+                ["sys", "mounts"] => mounts::list(st, &r).await,
+                ["sys", "mounts", path @ ..] if !path.is_empty() => {
+                    mounts::change(st, &r, &path.join("/")).await
+                }
+                [mount, rest @ ..] if mounts::is_transit(st, mount).await? => {
+                    transit::dispatch_mount(st, &r, mount, rest).await
+                }
                 ["lockbox", "records", rest @ ..]
                     if matches!(r.method, Method::POST | Method::PUT) =>
                 {

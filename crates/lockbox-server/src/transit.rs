@@ -250,15 +250,61 @@ async fn encrypt_one(
     Ok(json!({ "ciphertext": ct, "key_version": version_of(&ct) }))
 }
 
-/// `/v1/transit/...`
-pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
+/// The engine's name of a key of `mount`: keys of the default `transit`
+/// mount keep their name; keys of another Transit mount live in its namespace.
+fn scoped(mount: &str, name: &str) -> String {
+    if mount == crate::DEFAULT_MOUNT {
+        name.to_owned()
+    } else {
+        format!("{mount}/{name}")
+    }
+}
+
+/// `/v1/<transit mount>/...`: maps key names into the mount's namespace,
+/// then serves the request.
+pub(crate) async fn dispatch_mount(st: &AppState, r: &Req, mount: &str, seg: &[&str]) -> ApiResult {
+    // Where the key name sits in each path.
+    let idx = match seg.first() {
+        Some(&("datakey" | "export")) => 2,
+        Some(
+            &("keys" | "encrypt" | "decrypt" | "rewrap" | "hmac" | "sign" | "verify" | "backup"
+            | "restore"),
+        ) => 1,
+        _ => usize::MAX,
+    };
+    if let Some(name) = seg.get(idx) {
+        if name.contains('/') {
+            return Err(ApiError::bad("invalid key name"));
+        }
+        let full = scoped(mount, name);
+        let mut owned: Vec<&str> = seg.to_vec();
+        owned[idx] = &full;
+        return dispatch(st, r, mount, &owned).await;
+    }
+    dispatch(st, r, mount, seg).await
+}
+
+/// `/v1/transit/...` (names already scoped to the mount).
+async fn dispatch(st: &AppState, r: &Req, mount: &str, seg: &[&str]) -> ApiResult {
     let e = &st.engine;
     match seg {
         ["keys"] => {
             if !(r.list || r.method == Method::GET) {
                 return Err(method_not_allowed());
             }
-            let keys = e.list_keys(false).await?;
+            let prefix = scoped(mount, "");
+            let keys: Vec<String> = e
+                .list_keys(false)
+                .await?
+                .into_iter()
+                .filter_map(|k| {
+                    if mount == crate::DEFAULT_MOUNT {
+                        (!k.contains('/')).then_some(k)
+                    } else {
+                        k.strip_prefix(&prefix).map(str::to_owned)
+                    }
+                })
+                .collect();
             if keys.is_empty() {
                 return Err(ApiError {
                     status: StatusCode::NOT_FOUND,

@@ -203,6 +203,29 @@ def init_and_unseal_a_new_server():
 
 
 @case
+def mounts():
+    client.sys.enable_secrets_engine(backend_type="transit", path="payments-transit")
+    listed = client.sys.list_mounted_secrets_engines()
+    data = listed.get("data", listed)
+    assert "transit/" in data and "payments-transit/" in data, list(data)
+    raises(exceptions.InvalidRequest, client.sys.enable_secrets_engine, backend_type="transit", path="payments-transit")
+    raises(exceptions.InvalidRequest, client.sys.enable_secrets_engine, backend_type="kv", path="kv")
+    # Same key name, two mounts: two different keys.
+    other = client.secrets.transit
+    other.create_key(name="hv-aes", mount_point="payments-transit")
+    ct = other.encrypt_data(name="hv-aes", plaintext=b64("scoped"), mount_point="payments-transit")["data"]["ciphertext"]
+    assert ct.startswith("vault:v1:")  # the default mount's hv-aes is at v2 by now
+    raises(exceptions.InvalidRequest, transit.decrypt_data, name="hv-aes", ciphertext=ct)
+    assert other.list_keys(mount_point="payments-transit")["data"]["keys"] == ["hv-aes"]
+    raises(exceptions.InvalidRequest, client.sys.disable_secrets_engine, path="payments-transit")  # has keys
+    other.update_key_configuration(name="hv-aes", deletion_allowed=True, mount_point="payments-transit")
+    other.delete_key(name="hv-aes", mount_point="payments-transit")
+    client.sys.disable_secrets_engine(path="payments-transit")
+    data = client.sys.list_mounted_secrets_engines()
+    assert "payments-transit/" not in data.get("data", data)
+
+
+@case
 def bad_token_is_forbidden():
     bad = hvac.Client(url=ADDR, token="not-a-token")
     raises(exceptions.Forbidden, bad.secrets.transit.list_keys)
