@@ -47,6 +47,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// The OpenAPI 3 description of this API (docs/openapi.json, made by
+/// scripts/gen-openapi.py).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
 /// The Transit mount every server has.
 pub(crate) const DEFAULT_MOUNT: &str = "transit";
 
@@ -400,6 +404,12 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
         ["sys", "seal-status"] => sys_seal_status(st).await,
         ["sys", "init"] => sys_init(st, &r).await,
         ["sys", "unseal"] => sys_unseal(st, &r).await,
+        ["openapi.json"] => {
+            let mut resp = Response::new(Body::from(OPENAPI));
+            resp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            Ok(resp)
+        }
         _ => {
             if st.engine.is_sealed() {
                 return Err(ApiError::new(

@@ -424,6 +424,18 @@ async fn dispatch(st: &AppState, r: &Req, mount: &str, seg: &[&str]) -> ApiResul
             })
             .await
         }
+        // Lockbox keeps every unsealed key in memory (no LRU to size), so the
+        // cache size is accepted for compatibility and reported as 0 (unlimited).
+        ["cache-config"] => match r.method {
+            Method::GET => ok(json!({ "size": 0 })),
+            Method::POST | Method::PUT => match r.u32_field("size")? {
+                Some(n) if n != 0 && n < 10 => Err(ApiError::bad(
+                    "size must be 0 or a value greater or equal to 10",
+                )),
+                _ => no_content(),
+            },
+            _ => Err(method_not_allowed()),
+        },
         ["datakey", kind, name] if is_write(&r.method) => {
             let bits = r.u32_field("bits")?.unwrap_or(256);
             if !matches!(bits, 128 | 256 | 512) {
