@@ -266,7 +266,13 @@ struct Inner {
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     by_key_id: RwLock<HashMap<u32, String>>,
     usage: Mutex<HashMap<String, UsageDelta>>,
+    /// The root token's stored hash and when it was read.
+    root_token: RwLock<Option<(Vec<u8>, std::time::Instant)>>,
 }
+
+/// How long a server trusts its copy of the root token's hash (a token
+/// replaced on another server is seen within this time).
+const ROOT_TOKEN_CACHE: Duration = Duration::from_secs(10);
 
 /// The key engine. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -551,6 +557,7 @@ impl Engine {
                 keys: RwLock::new(HashMap::new()),
                 by_key_id: RwLock::new(HashMap::new()),
                 usage: Mutex::new(HashMap::new()),
+                root_token: RwLock::new(None),
             }),
         })
     }
@@ -658,6 +665,7 @@ impl Engine {
         let mac = root.mac_key()?;
         let h = hmac_sha256(mac.expose_secret(), token.as_bytes());
         self.inner.store.meta_put(META_ROOT_TOKEN, &h).await?;
+        *self.inner.root_token.write().map_err(lock_err)? = None;
         Ok(token)
     }
 
@@ -667,8 +675,25 @@ impl Engine {
     /// [`EngineError::Sealed`], [`EngineError::Store`].
     pub async fn is_root_token(&self, token: &str) -> Result<bool> {
         let u = self.unsealed()?;
-        let Some(stored) = self.inner.store.meta_get(META_ROOT_TOKEN).await? else {
-            return Ok(false);
+        // The stored hash is cached briefly: this runs on every request.
+        let cached = self
+            .inner
+            .root_token
+            .read()
+            .map_err(lock_err)?
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < ROOT_TOKEN_CACHE)
+            .map(|(h, _)| h.clone());
+        let stored = match cached {
+            Some(h) => h,
+            None => {
+                let Some(h) = self.inner.store.meta_get(META_ROOT_TOKEN).await? else {
+                    return Ok(false);
+                };
+                *self.inner.root_token.write().map_err(lock_err)? =
+                    Some((h.clone(), std::time::Instant::now()));
+                h
+            }
         };
         let h = hmac_sha256(u.mac_key.expose_secret(), token.as_bytes());
         Ok(ct_eq(&h, &stored))
@@ -788,6 +813,7 @@ impl Engine {
         *self.inner.unsealed.write().map_err(lock_err)? = None;
         self.inner.keys.write().map_err(lock_err)?.clear();
         self.inner.by_key_id.write().map_err(lock_err)?.clear();
+        *self.inner.root_token.write().map_err(lock_err)? = None;
         Ok(())
     }
 

@@ -30,6 +30,15 @@ pub struct ServeArgs {
     /// Seconds between auto-rotation checks.
     #[arg(long, default_value_t = 60)]
     rotation_check_seconds: u64,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 32 << 20)]
+    max_body_bytes: usize,
+    /// Most items in one batch_input.
+    #[arg(long, default_value_t = 10_000)]
+    max_batch_items: usize,
+    /// Deepest JSON nesting accepted.
+    #[arg(long, default_value_t = 32)]
+    max_json_depth: usize,
 }
 
 /// Where to listen: --listen, else the host:port of --addr, else 127.0.0.1:8200.
@@ -189,7 +198,9 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
     engine.spawn_background().await;
     let cfg = ServerConfig {
         dev_mode: a.dev,
-        ..ServerConfig::default()
+        max_body_bytes: a.max_body_bytes,
+        max_batch_items: a.max_batch_items,
+        max_json_depth: a.max_json_depth,
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -904,3 +904,40 @@ fn record_api_round_trip_isolation_and_search() {
     );
     assert_eq!(code, 400);
 }
+
+#[test]
+fn limits_are_configurable() {
+    let s = start(
+        &[
+            "--dev",
+            "--dev-root-token",
+            "lim",
+            "--max-body-bytes",
+            "1000",
+            "--max-batch-items",
+            "2",
+            "--max-json-depth",
+            "3",
+        ],
+        &[],
+    );
+    let url = format!("{}/v1/transit/encrypt/lim", s.addr);
+    let big = format!("{{\"plaintext\":\"{}\"}}", "A".repeat(2000));
+    assert_eq!(http("POST", &url, Some("lim"), &big).0, 413);
+    let three =
+        r#"{"batch_input":[{"plaintext":"aGk="},{"plaintext":"aGk="},{"plaintext":"aGk="}]}"#;
+    let (code, v) = http("POST", &url, Some("lim"), three);
+    assert_eq!(code, 400);
+    assert!(
+        v["errors"][0].as_str().unwrap().contains("limit is 2"),
+        "{v}"
+    );
+    assert_eq!(
+        http("POST", &url, Some("lim"), r#"{"a":{"b":{"c":{"d":1}}}}"#).0,
+        400
+    );
+    assert_eq!(
+        http("POST", &url, Some("lim"), r#"{"plaintext":"aGk="}"#).0,
+        200
+    );
+}
