@@ -3,19 +3,13 @@
 //! requests against every documented operation of a real dev server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::PathBuf;
+use std::process::Command;
 
 fn venv_bin(name: &str) -> PathBuf {
-    let python = std::env::var_os("LOCKBOX_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    let p = python.parent().unwrap().join(name);
+    let p = common::python().parent().unwrap().join(name);
     assert!(
         p.exists(),
         "{} not found: run ./scripts/test (it creates .venv)",
@@ -24,19 +18,10 @@ fn venv_bin(name: &str) -> PathBuf {
     p
 }
 
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn openapi_document_is_current_and_served() {
     let out = Command::new(venv_bin("python"))
-        .arg(root().join("scripts/gen-openapi.py"))
+        .arg(common::root().join("scripts/gen-openapi.py"))
         .arg("--check")
         .output()
         .unwrap();
@@ -52,35 +37,8 @@ fn openapi_document_is_current_and_served() {
 
 #[test]
 fn schemathesis_finds_no_server_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_lockbox"))
-            .args([
-                "serve",
-                "--dev",
-                "--dev-root-token",
-                "st-root",
-                "--listen",
-                &listen,
-            ])
-            .env_remove("LOCKBOX_ADDR")
-            .env_remove("LOCKBOX_STORE")
-            .env_remove("LOCKBOX_MASTER_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = common::start(&["--dev", "--dev-root-token", "st-root"], &[]);
+    let listen = server.addr.trim_start_matches("http://").to_owned();
     // The served document is the checked-in one.
     let served = Command::new("curl")
         .args(["-sf", &format!("http://{listen}/v1/openapi.json")])
@@ -93,7 +51,7 @@ fn schemathesis_finds_no_server_error() {
     // sys/seal is excluded: sealing makes every later answer a (correct) 503.
     let out = Command::new(venv_bin("schemathesis"))
         .arg("run")
-        .arg(root().join("docs/openapi.json"))
+        .arg(common::root().join("docs/openapi.json"))
         .args(["--url", &format!("http://{listen}")])
         .args(["-H", "X-Vault-Token: st-root"])
         .args([

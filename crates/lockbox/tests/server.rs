@@ -3,10 +3,12 @@
 //! lifecycle, production checks, and two servers on one PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::Write;
-use std::net::TcpListener;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
@@ -25,72 +27,7 @@ fn tmpdir() -> PathBuf {
     d
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running server, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clean_env(c: &mut Command) -> &mut Command {
-    for v in [
-        "LOCKBOX_ADDR",
-        "LOCKBOX_TOKEN",
-        "LOCKBOX_STORE",
-        "LOCKBOX_MASTER_KEY",
-        "LOCKBOX_ENV",
-        "LOCKBOX_SEAL",
-        "LOCKBOX_UNSEAL_SHARES",
-        "LOCKBOX_LISTEN",
-        "LOCKBOX_KEYSET",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
-fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut c = Command::new(bin());
-    clean_env(&mut c)
-        .arg("serve")
-        .args(args)
-        .args(["--listen", &addr]);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let child = c
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Server {
-        child,
-        addr: format!("http://{addr}"),
-    };
-    // Wait until it answers (health answers sealed or not).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
-}
+use common::{clean_env, start};
 
 struct Out {
     code: i32,

@@ -1,0 +1,98 @@
+//! Shared by the CLI's integration tests: `lockbox serve` as a real process.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `lockbox serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Variables a test's environment must not leak into the processes it starts.
+pub const LOCKBOX_VARS: [&str; 11] = [
+    "LOCKBOX_ADDR",
+    "LOCKBOX_TOKEN",
+    "LOCKBOX_STORE",
+    "LOCKBOX_MASTER_KEY",
+    "LOCKBOX_ENV",
+    "LOCKBOX_SEAL",
+    "LOCKBOX_UNSEAL_SHARES",
+    "LOCKBOX_LISTEN",
+    "LOCKBOX_KEYSET",
+    "LOCKBOX_FERNET_KEY",
+    "LOCKBOX_FERNET_KEYS",
+];
+
+/// `cmd` without any inherited `LOCKBOX_*` setting.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    for v in LOCKBOX_VARS {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
+/// Start `lockbox serve ARGS` on a free loopback port with `env`, and wait
+/// until it accepts connections.
+pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+    clean_env(&mut c)
+        .arg("serve")
+        .args(args)
+        .args(["--listen", &listen]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server {
+        child,
+        addr: format!("http://{listen}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server did not start on {listen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+/// Root of the workspace.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The test venv's Python (made by scripts/test); fails, never skips.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("LOCKBOX_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "Python test peer not found at {}: run ./scripts/test",
+        p.display()
+    );
+    p
+}
