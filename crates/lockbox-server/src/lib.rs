@@ -157,7 +157,12 @@ impl IntoResponse for ApiError {
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
-    let mut r = Response::new(Body::from(v.to_string()));
+    raw_json_response(status, v.to_string())
+}
+
+/// A response whose body is already JSON text.
+pub(crate) fn raw_json_response(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
@@ -166,7 +171,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
     r
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let mut b = [0u8; 16];
     let _ = lockbox_core::fill_random(&mut b);
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

@@ -341,6 +341,25 @@ fn dev_server_key_lifecycle_over_http() {
         .starts_with("vault:v1:"));
     assert_eq!(v["data"]["batch_results"][1]["reference"], "b");
     assert!(v["data"]["batch_results"][1]["error"].as_str().is_some());
+    // partial_failure_response_code, numeric and object references echoed as given.
+    let (code, v) = http(
+        "POST",
+        &format!("{}/v1/transit/encrypt/exp", s.addr),
+        Some("t0ken"),
+        r#"{"batch_input":[{"plaintext":"aGk=","reference":7},{"plaintext":"!!","reference":{"row":2}}],"partial_failure_response_code":207}"#,
+    );
+    assert_eq!(code, 207, "{v}");
+    assert_eq!(v["data"]["batch_results"][0]["reference"], 7);
+    assert_eq!(v["data"]["batch_results"][1]["reference"]["row"], 2);
+    assert!(v["request_id"].as_str().unwrap().len() == 36);
+    // Context in all items or none.
+    let (code, _) = http(
+        "POST",
+        &format!("{}/v1/transit/encrypt/exp", s.addr),
+        Some("t0ken"),
+        r#"{"batch_input":[{"plaintext":"aGk=","context":"YQ=="},{"plaintext":"aGk="}]}"#,
+    );
+    assert_eq!(code, 400);
 
     // Seal: every key operation answers 503 until unsealed (dev servers keep no shares).
     ok(env, &["seal"], b"");
