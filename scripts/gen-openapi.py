@@ -108,7 +108,7 @@ paths = {
                                                           "format": {"type": "string", "enum": ["base64", "hex"]}}))},
     "/v1/transit/random/{bytes}": {"post": op("random bytes", obj({"format": {"type": "string", "enum": ["base64", "hex"]}}),
                                               params=[path_param("bytes", {"type": "integer", "minimum": 1, "maximum": 131072})])},
-    "/v1/transit/hash": {"post": op("hash", obj({"input": B64, "algorithm": {"type": "string", "enum": ["sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-256", "sha3-384", "sha3-512"]},
+    "/v1/transit/hash": {"post": op("hash", obj({"input": B64, "algorithm": {"type": "string", "enum": ["sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-224", "sha3-256", "sha3-384", "sha3-512"]},
                                                  "format": {"type": "string", "enum": ["hex", "base64"]}}, ["input"]))},
     "/v1/transit/hmac/{name}": {"post": op("HMAC", obj({"input": B64, "algorithm": S, "key_version": I,
                                                          "batch_input": batch(obj({"input": B64, "reference": S}))}), params=[NAME])},

@@ -704,20 +704,23 @@ fn hash(r: &Req, path_alg: Option<&str>) -> ApiResult {
             .str_field("algorithm")?
             .unwrap_or_else(|| "sha2-256".into()),
     };
-    let alg = match alg_name.as_str() {
-        "sha2-224" => &digest::SHA224,
-        "sha2-256" => &digest::SHA256,
-        "sha2-384" => &digest::SHA384,
-        "sha2-512" => &digest::SHA512,
-        "sha3-256" => &digest::SHA3_256,
-        "sha3-384" => &digest::SHA3_384,
-        "sha3-512" => &digest::SHA3_512,
+    let sum: Vec<u8> = match alg_name.as_str() {
+        "sha2-224" => digest::digest(&digest::SHA224, &input).as_ref().to_vec(),
+        "sha2-256" => digest::digest(&digest::SHA256, &input).as_ref().to_vec(),
+        "sha2-384" => digest::digest(&digest::SHA384, &input).as_ref().to_vec(),
+        "sha2-512" => digest::digest(&digest::SHA512, &input).as_ref().to_vec(),
+        "sha3-224" => {
+            use sha3::Digest;
+            sha3::Sha3_224::digest(&input).to_vec()
+        }
+        "sha3-256" => digest::digest(&digest::SHA3_256, &input).as_ref().to_vec(),
+        "sha3-384" => digest::digest(&digest::SHA3_384, &input).as_ref().to_vec(),
+        "sha3-512" => digest::digest(&digest::SHA3_512, &input).as_ref().to_vec(),
         other => return Err(ApiError::bad(format!("unsupported hash algorithm {other}"))),
     };
-    let sum = digest::digest(alg, &input);
     let out = match r.str_field("format")?.as_deref().unwrap_or("hex") {
-        "hex" => sum.as_ref().iter().map(|x| format!("{x:02x}")).collect(),
-        "base64" => b64_encode(sum.as_ref()),
+        "hex" => sum.iter().map(|x| format!("{x:02x}")).collect(),
+        "base64" => b64_encode(&sum),
         other => {
             return Err(ApiError::bad(format!(
                 "unsupported encoding format {other}; must be \"hex\" or \"base64\""
