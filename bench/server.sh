@@ -57,15 +57,15 @@ LIB=$(BENCH_RUN_MS=200 target/release/examples/bench_core 2>/dev/null | python3 
 read -r LIB_VAULT LIB_NATIVE <<<"$LIB"
 echo "in-process library, single thread: vault-format encrypt $LIB_VAULT ops/s, native $LIB_NATIVE ops/s"
 echo
-printf "%-28s %12s %10s %10s %8s\n" "single-item encrypt" "requests/s" "p50 ms" "p99 ms" "non-2xx"
+printf "%-28s %12s %10s %10s %8s %10s\n" "single-item encrypt" "requests/s" "p50 ms" "p99 ms" "non-2xx" "/library"
 for c in 1 16 64; do
   read -r RPS P50 P99 ERR <<<"$(run $c "$WORK/one.lua" /v1/transit/encrypt/bench)"
-  printf "%-28s %12.0f %10.2f %10.2f %8s\n" "$c connections" "$RPS" "$P50" "$P99" "$ERR"
+  printf "%-28s %12.0f %10.2f %10.2f %8s %10.3f\n" "$c connections" "$RPS" "$P50" "$P99" "$ERR" "$(python3 -c "print($RPS / $LIB_VAULT)")"
   [[ $c == 64 ]] && RPS64=$RPS && P99_64=$P99
 done
 read -r BRPS BP50 BP99 BERR <<<"$(run 4 "$WORK/batch.lua" /v1/transit/encrypt/bench)"
 FIELDS=$(python3 -c "print($BRPS * 1000)")
-printf "%-28s %12.0f %10.2f %10.2f %8s\n" "batch of 1000 (4 conns)" "$BRPS" "$BP50" "$BP99" "$BERR"
+printf "%-28s %12.0f %10.2f %10.2f %8s %10.3f\n" "batch of 1000 (4 conns)" "$BRPS" "$BP50" "$BP99" "$BERR" "$(python3 -c "print($FIELDS / $LIB_VAULT)")"
 echo
 python3 - "$RPS64" "$P99_64" "$FIELDS" "$LIB_VAULT" <<'PY'
 import sys
