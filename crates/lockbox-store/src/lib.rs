@@ -176,6 +176,42 @@ pub struct Usage {
     pub last_used_at: i64,
 }
 
+/// One entry of the store audit sink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    /// The chain segment (one per server run).
+    pub segment: String,
+    /// Position in the segment (0, 1, 2, ...).
+    pub seq: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// The operation (for queries).
+    pub operation: String,
+    /// The key the operation used, if any (for queries).
+    pub key: Option<String>,
+    /// `ok` or `error` (for queries).
+    pub outcome: String,
+    /// The sealed JSON line, exactly as chained.
+    pub entry: String,
+}
+
+/// Which audit rows [`Store::audit_query`] returns (all conditions must hold).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only this key.
+    pub key: Option<String>,
+    /// Only at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Only at or before this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Only this outcome (`ok` or `error`).
+    pub outcome: Option<String>,
+    /// Only this segment.
+    pub segment: Option<String>,
+    /// At most this many rows (1 to 100 000), oldest first.
+    pub limit: usize,
+}
+
 /// A connected store: SQLite or PostgreSQL. Cloning is cheap (the
 /// connection pool is shared).
 #[derive(Clone, Debug)]
@@ -272,6 +308,39 @@ impl Store {
     /// As [`Store::meta_put`].
     pub async fn meta_put_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         dispatch!(self.meta_put_if_absent(key, value))
+    }
+
+    /// Meta values whose names start with `prefix`, sorted by name.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty prefix; [`StoreError::Unavailable`].
+    pub async fn meta_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        dispatch!(self.meta_list(prefix))
+    }
+
+    /// Deletes a meta value; `false` if there was none.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a bad key; [`StoreError::Unavailable`].
+    pub async fn meta_delete(&self, key: &str) -> Result<bool, StoreError> {
+        dispatch!(self.meta_delete(key))
+    }
+
+    /// Appends audit entries in one transaction (all or none).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if a (segment, seq) is already stored;
+    /// [`StoreError::Invalid`] for bad text; [`StoreError::Unavailable`].
+    pub async fn audit_append(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        dispatch!(self.audit_append(rows))
+    }
+
+    /// Audit entries matching `filter`, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for a bad row.
+    pub async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        dispatch!(self.audit_query(filter))
     }
 
     /// Inserts a new key and its versions in one transaction. On PostgreSQL,

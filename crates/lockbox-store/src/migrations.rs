@@ -27,6 +27,10 @@
 //!   last_used_at)`: no foreign key, so counters can be flushed
 //!   independently of key rows.
 //!
+//! - `lockbox_audit(segment, seq, time, operation, key, outcome, entry,
+//!   PK (segment, seq))`: the store audit sink (step 2); `entry` is the sealed
+//!   JSON line exactly as chained, the other columns are copies for queries.
+//!
 //! Text keys compare and sort by bytes on both backends (SQLite `BINARY`,
 //! PostgreSQL `COLLATE "C"`). SQLite tables are `STRICT`.
 
@@ -48,14 +52,15 @@ pub(crate) const POSTGRES_BOOTSTRAP: &str =
      version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
 
 /// SQLite steps.
-pub(crate) const SQLITE: &[Step] = &[Step {
-    version: 1,
-    statements: &[
-        "CREATE TABLE lockbox_meta (
+pub(crate) const SQLITE: &[Step] = &[
+    Step {
+        version: 1,
+        statements: &[
+            "CREATE TABLE lockbox_meta (
             name TEXT PRIMARY KEY NOT NULL,
             value BLOB NOT NULL
         ) STRICT",
-        "CREATE TABLE lockbox_keys (
+            "CREATE TABLE lockbox_keys (
             name TEXT PRIMARY KEY NOT NULL,
             key_id INTEGER NOT NULL,
             key_type TEXT NOT NULL,
@@ -79,32 +84,50 @@ pub(crate) const SQLITE: &[Step] = &[Step {
             extra TEXT NOT NULL,
             mac BLOB NOT NULL
         ) STRICT",
-        "CREATE TABLE lockbox_key_versions (
+            "CREATE TABLE lockbox_key_versions (
             name TEXT NOT NULL REFERENCES lockbox_keys (name) ON DELETE CASCADE,
             version INTEGER NOT NULL,
             created_at INTEGER NOT NULL,
             sealed BLOB NOT NULL,
             PRIMARY KEY (name, version)
         ) STRICT",
-        "CREATE TABLE lockbox_usage (
+            "CREATE TABLE lockbox_usage (
             name TEXT PRIMARY KEY NOT NULL,
             encrypt_ops INTEGER NOT NULL,
             decrypt_ops INTEGER NOT NULL,
             other_ops INTEGER NOT NULL,
             last_used_at INTEGER NOT NULL
         ) STRICT",
-    ],
-}];
+        ],
+    },
+    Step {
+        version: 2,
+        statements: &[
+            "CREATE TABLE lockbox_audit (
+                segment TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                time INTEGER NOT NULL,
+                operation TEXT NOT NULL,
+                key TEXT,
+                outcome TEXT NOT NULL,
+                entry TEXT NOT NULL,
+                PRIMARY KEY (segment, seq)
+            ) STRICT",
+            "CREATE INDEX lockbox_audit_time ON lockbox_audit (time)",
+        ],
+    },
+];
 
 /// PostgreSQL steps.
-pub(crate) const POSTGRES: &[Step] = &[Step {
-    version: 1,
-    statements: &[
-        r#"CREATE TABLE lockbox_meta (
+pub(crate) const POSTGRES: &[Step] = &[
+    Step {
+        version: 1,
+        statements: &[
+            r#"CREATE TABLE lockbox_meta (
             name TEXT COLLATE "C" PRIMARY KEY,
             value BYTEA NOT NULL
         )"#,
-        r#"CREATE TABLE lockbox_keys (
+            r#"CREATE TABLE lockbox_keys (
             name TEXT COLLATE "C" PRIMARY KEY,
             key_id BIGINT NOT NULL,
             key_type TEXT NOT NULL,
@@ -128,22 +151,39 @@ pub(crate) const POSTGRES: &[Step] = &[Step {
             extra TEXT NOT NULL,
             mac BYTEA NOT NULL
         )"#,
-        r#"CREATE TABLE lockbox_key_versions (
+            r#"CREATE TABLE lockbox_key_versions (
             name TEXT COLLATE "C" NOT NULL REFERENCES lockbox_keys (name) ON DELETE CASCADE,
             version BIGINT NOT NULL,
             created_at BIGINT NOT NULL,
             sealed BYTEA NOT NULL,
             PRIMARY KEY (name, version)
         )"#,
-        r#"CREATE TABLE lockbox_usage (
+            r#"CREATE TABLE lockbox_usage (
             name TEXT COLLATE "C" PRIMARY KEY,
             encrypt_ops BIGINT NOT NULL,
             decrypt_ops BIGINT NOT NULL,
             other_ops BIGINT NOT NULL,
             last_used_at BIGINT NOT NULL
         )"#,
-    ],
-}];
+        ],
+    },
+    Step {
+        version: 2,
+        statements: &[
+            r#"CREATE TABLE lockbox_audit (
+                segment TEXT COLLATE "C" NOT NULL,
+                seq BIGINT NOT NULL,
+                time BIGINT NOT NULL,
+                operation TEXT NOT NULL,
+                key TEXT COLLATE "C",
+                outcome TEXT NOT NULL,
+                entry TEXT NOT NULL,
+                PRIMARY KEY (segment, seq)
+            )"#,
+            "CREATE INDEX lockbox_audit_time ON lockbox_audit (time)",
+        ],
+    },
+];
 
 #[cfg(test)]
 mod tests {

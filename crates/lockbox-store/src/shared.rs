@@ -19,8 +19,8 @@ use sqlx::Row as _;
 
 use crate::error::{db_err, is_unique_violation};
 use crate::{
-    check_name, check_row, check_versions, count_to_i64, to_u32, to_u64, unix_now, KeyRow,
-    StoreError, Usage, VersionRow,
+    check_name, check_text, check_row, check_versions, count_to_i64, to_u32, to_u64, unix_now, KeyRow,
+    AuditFilter, AuditRow, StoreError, Usage, VersionRow,
 };
 
 /// The row type of this driver.
@@ -229,6 +229,104 @@ impl Backend {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn meta_list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        check_name("meta prefix", prefix)?;
+        // A byte-order range scan (both backends compare names by bytes).
+        let upper = format!("{prefix}\u{10FFFF}");
+        let rows = sqlx::query(
+            "SELECT name, value FROM lockbox_meta WHERE name >= $1 AND name < $2 ORDER BY name",
+        )
+        .bind(prefix)
+        .bind(upper.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let name: String = col(r, 0, "lockbox_meta", "name")?;
+            if name.starts_with(prefix) {
+                out.push((name, col(r, 1, "lockbox_meta", "value")?));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn meta_delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_name("meta key", key)?;
+        let done = sqlx::query("DELETE FROM lockbox_meta WHERE name = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn audit_append(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for r in rows {
+            check_name("audit segment", &r.segment)?;
+            check_text("audit entry", &r.entry)?;
+            sqlx::query(
+                "INSERT INTO lockbox_audit (segment, seq, time, operation, key, outcome, entry) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(r.segment.as_str())
+            .bind(count_to_i64(r.seq, "audit seq")?)
+            .bind(r.time)
+            .bind(r.operation.as_str())
+            .bind(r.key.as_deref())
+            .bind(r.outcome.as_str())
+            .bind(r.entry.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        const T: &str = "lockbox_audit";
+        let limit = i64::try_from(f.limit.clamp(1, 100_000)).unwrap_or(100_000);
+        let rows = sqlx::query(
+            "SELECT segment, seq, time, operation, key, outcome, entry FROM lockbox_audit \
+             WHERE ($1 IS NULL OR key = $1) AND ($2 IS NULL OR time >= $2) \
+             AND ($3 IS NULL OR time <= $3) AND ($4 IS NULL OR outcome = $4) \
+             AND ($5 IS NULL OR segment = $5) \
+             ORDER BY time, segment, seq LIMIT $6",
+        )
+        .bind(f.key.as_deref())
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.outcome.as_deref())
+        .bind(f.segment.as_deref())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = col(r, 1, T, "seq")?;
+                Ok(AuditRow {
+                    segment: col(r, 0, T, "segment")?,
+                    seq: u64::try_from(seq)
+                        .map_err(|_| StoreError::Corrupt("lockbox_audit.seq is negative".into()))?,
+                    time: col(r, 2, T, "time")?,
+                    operation: col(r, 3, T, "operation")?,
+                    key: col(r, 4, T, "key")?,
+                    outcome: col(r, 5, T, "outcome")?,
+                    entry: col(r, 6, T, "entry")?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn key_insert(

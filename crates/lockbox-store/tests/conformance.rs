@@ -227,6 +227,8 @@ conformance!(
     migrate_refuses_a_newer_schema,
     meta_put_get_if_absent,
     meta_put_if_absent_concurrent_has_one_winner,
+    meta_list_delete,
+    audit_append_query,
     key_insert_get_list_load_all,
     key_insert_already_exists,
     key_insert_rejects_bad_input,
@@ -378,6 +380,95 @@ async fn meta_put_get_if_absent(h: Arc<Harness>) {
         s.meta_put_if_absent("", b"x").await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+async fn meta_list_delete(h: Arc<Harness>) {
+    let s = &h.store;
+    for n in ["policy/b", "policy/a", "policyx", "token/1", "policy/\u{e9}"] {
+        s.meta_put(n, n.as_bytes()).await.unwrap();
+    }
+    let names: Vec<String> = s
+        .meta_list("policy/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, v)| {
+            assert_eq!(n.as_bytes(), v.as_slice());
+            n
+        })
+        .collect();
+    assert_eq!(names, ["policy/a", "policy/b", "policy/\u{e9}"]);
+    assert!(s.meta_list("nothing/").await.unwrap().is_empty());
+    assert!(matches!(s.meta_list("").await, Err(StoreError::Invalid(_))));
+    assert!(s.meta_delete("policy/a").await.unwrap());
+    assert!(!s.meta_delete("policy/a").await.unwrap());
+    assert_eq!(s.meta_get("policy/a").await.unwrap(), None);
+    assert_eq!(s.meta_list("policy/").await.unwrap().len(), 2);
+}
+
+async fn audit_append_query(h: Arc<Harness>) {
+    use lockbox_store::{AuditFilter, AuditRow};
+    let s = &h.store;
+    let row = |seq: u64, time: i64, key: Option<&str>, outcome: &str| AuditRow {
+        segment: "seg1".into(),
+        seq,
+        time,
+        operation: "encrypt".into(),
+        key: key.map(str::to_owned),
+        outcome: outcome.into(),
+        entry: format!(r#"{{"seq":{seq}}}"#),
+    };
+    let rows = vec![
+        row(0, 100, Some("a"), "ok"),
+        row(1, 101, Some("b"), "error"),
+        row(2, 102, None, "ok"),
+        row(3, 103, Some("a"), "error"),
+    ];
+    s.audit_append(&rows).await.unwrap();
+    s.audit_append(&[]).await.unwrap();
+    let all = s
+        .audit_query(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all, rows);
+    let q = s
+        .audit_query(&AuditFilter {
+            key: Some("a".into()),
+            outcome: Some("error".into()),
+            since: Some(101),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(q, vec![rows[3].clone()]);
+    let q = s
+        .audit_query(&AuditFilter {
+            until: Some(101),
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(q, vec![rows[0].clone()]);
+    // A repeated (segment, seq) is refused and the whole batch rolls back.
+    let again = vec![row(4, 104, None, "ok"), row(3, 105, None, "ok")];
+    assert!(matches!(
+        s.audit_append(&again).await,
+        Err(StoreError::Conflict)
+    ));
+    let n = s
+        .audit_query(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 4);
 }
 
 async fn meta_put_if_absent_concurrent_has_one_winner(h: Arc<Harness>) {
