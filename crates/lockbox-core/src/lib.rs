@@ -14,6 +14,7 @@
 //! - searchable encryption: [`blind_index`], and deterministic encryption
 //!   ([`Algorithm::Aes256Siv`], RFC 5297 AES-SIV) through the same keysets.
 
+pub mod acl;
 pub mod aead;
 pub mod audit;
 pub mod blind_index;

@@ -32,6 +32,10 @@ pub enum EngineError {
     },
     /// A request that cannot be honoured as asked; the message says why.
     BadRequest(String),
+    /// Not allowed (HTTP 403); the message says what was refused.
+    PermissionDenied(String),
+    /// No such token, accessor or policy (HTTP 404).
+    NotFound(String),
     /// A cryptographic or format error from `lockbox-core`.
     Crypto(lockbox_core::Error),
     /// Unseal failed: wrong, corrupt, mixed or too few shares, wrong master key.
@@ -68,6 +72,8 @@ impl fmt::Display for EngineError {
                 )
             }
             EngineError::BadRequest(m) => f.write_str(m),
+            EngineError::PermissionDenied(m) => write!(f, "permission denied: {m}"),
+            EngineError::NotFound(m) => write!(f, "not found: {m}"),
             EngineError::Crypto(e) => write!(f, "{e}"),
             EngineError::Unseal(m) => f.write_str(m),
             EngineError::Integrity(m) => write!(f, "integrity check failed: {m}"),

@@ -16,6 +16,7 @@
 //! binding key name, key id, version and type; each key row carries an HMAC
 //! under a root-derived key, so edits to the metadata are detected.
 
+mod auth;
 mod error;
 mod keytype;
 mod sign;
@@ -34,6 +35,7 @@ use lockbox_store::{KeyRow, Store, StoreError, VersionRow};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use auth::{role_policy, TokenInfo, TokenRequest, ROLES, TOKEN_CACHE};
 pub use error::{EngineError, Result};
 pub use keytype::KeyType;
 pub use sign::SignOptions;
@@ -268,6 +270,8 @@ struct Inner {
     usage: Mutex<HashMap<String, UsageDelta>>,
     /// The root token's stored hash and when it was read.
     root_token: RwLock<Option<(Vec<u8>, std::time::Instant)>>,
+    /// Cached tokens and policies.
+    auth: auth::AuthCache,
 }
 
 /// How long a server trusts its copy of the root token's hash (a token
@@ -558,6 +562,7 @@ impl Engine {
                 by_key_id: RwLock::new(HashMap::new()),
                 usage: Mutex::new(HashMap::new()),
                 root_token: RwLock::new(None),
+                auth: auth::AuthCache::default(),
             }),
         })
     }
@@ -814,6 +819,7 @@ impl Engine {
         self.inner.keys.write().map_err(lock_err)?.clear();
         self.inner.by_key_id.write().map_err(lock_err)?.clear();
         *self.inner.root_token.write().map_err(lock_err)? = None;
+        self.inner.auth.clear()?;
         Ok(())
     }
 

@@ -121,6 +121,8 @@ impl ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
             EngineError::KeyNotFound(_) => Self::bad("encryption key not found"),
+            EngineError::PermissionDenied(_) => Self::new(StatusCode::FORBIDDEN, e.to_string()),
+            EngineError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
             EngineError::Crypto(c) => Self::bad(crypto_message(c)),
             _ => Self::bad(e.to_string()),
         }
