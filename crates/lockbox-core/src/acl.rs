@@ -191,9 +191,7 @@ fn parse_json(text: &str) -> Result<Vec<PathRule>> {
             .get("capabilities")
             .and_then(Value::as_array)
             .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "path {pattern:?}: capabilities must be a list"
-                ))
+                Error::InvalidArgument(format!("path {pattern:?}: capabilities must be a list"))
             })?;
         rules.push(PathRule {
             pattern: pattern.clone(),
@@ -364,7 +362,9 @@ impl<'a> Hcl<'a> {
                                     Ok(x) => c = c.union(x),
                                     Err(e) => return self.err(e),
                                 },
-                                t => return self.err(format!("expected a capability, found {t:?}")),
+                                t => {
+                                    return self.err(format!("expected a capability, found {t:?}"))
+                                }
                             }
                         }
                         caps = Some(c);
@@ -521,14 +521,29 @@ mod tests {
     #[test]
     fn bad_policies_name_the_problem() {
         for (text, needle) in [
-            ("path \"a\" { capabilities = [\"fly\"] }", "unknown capability"),
-            ("path \"a*b\" { capabilities = [\"read\"] }", "only allowed at the end"),
-            ("path \"a/b+/c\" { capabilities = [\"read\"] }", "whole path segment"),
-            ("path \"a\" { allowed_parameters = {} }", "unsupported attribute"),
+            (
+                "path \"a\" { capabilities = [\"fly\"] }",
+                "unknown capability",
+            ),
+            (
+                "path \"a*b\" { capabilities = [\"read\"] }",
+                "only allowed at the end",
+            ),
+            (
+                "path \"a/b+/c\" { capabilities = [\"read\"] }",
+                "whole path segment",
+            ),
+            (
+                "path \"a\" { allowed_parameters = {} }",
+                "unsupported attribute",
+            ),
             ("path \"a\" { capabilities = [\"read\"]", "expected"),
             ("path \"a { }", "unterminated string"),
             ("", "no path rules"),
-            ("{\"path\": {\"a\": {\"capabilities\": \"read\"}}}", "must be a list"),
+            (
+                "{\"path\": {\"a\": {\"capabilities\": \"read\"}}}",
+                "must be a list",
+            ),
             ("{\"paths\": {}}", "policy JSON must be"),
             ("path \"a\" { capabilities = [] }\n\n%", "line 3"),
         ] {

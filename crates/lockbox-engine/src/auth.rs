@@ -108,9 +108,12 @@ pub struct TokenRequest {
 /// Caches of tokens and parsed policies (cleared when sealed).
 #[derive(Default)]
 pub(crate) struct AuthCache {
-    tokens: RwLock<HashMap<Vec<u8>, Cached<Option<Arc<TokenInfo>>>>>,
+    tokens: RwLock<HashMap<Vec<u8>, Cached<MaybeToken>>>,
     policies: RwLock<HashMap<String, Cached<Arc<Vec<PathRule>>>>>,
 }
+
+/// A token's information, or a remembered miss.
+type MaybeToken = Option<Arc<TokenInfo>>;
 
 /// A cached value and when it was read.
 type Cached<T> = (T, Instant);
@@ -153,10 +156,16 @@ pub fn role_policy(role: &str, keys: &str) -> Result<String> {
         }
         "operator" => {
             out += &rule("+/keys".into(), "\"list\"");
+            // A trailing `*` also covers the key's rotate, config and trim.
             out += &rule(format!("+/keys/{k}"), "\"create\", \"read\", \"update\"");
-            for op in ["rotate", "config", "trim"] {
-                out += &rule(format!("+/keys/{k}/{op}"), "\"update\"");
+            if !k.ends_with('*') {
+                for op in ["rotate", "config", "trim"] {
+                    out += &rule(format!("+/keys/{k}/{op}"), "\"update\"");
+                }
             }
+            // Never key material: no backups (exports and decryption are
+            // simply not granted).
+            out += &rule("lockbox/keys/+/backup".into(), "\"deny\"");
             out += &rule("sys/mounts".into(), "\"read\"");
             out += &rule("sys/metrics".into(), "\"read\"");
         }
@@ -503,9 +512,7 @@ impl Engine {
             )));
         }
         if text.len() > 64 * 1024 {
-            return Err(EngineError::BadRequest(
-                "a policy is at most 64 KiB".into(),
-            ));
+            return Err(EngineError::BadRequest("a policy is at most 64 KiB".into()));
         }
         acl::parse_policy(text).map_err(|e| EngineError::BadRequest(e.to_string()))?;
         self.store()
@@ -558,5 +565,23 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_template_parses_for_exact_and_glob_keys() {
+        for role in ROLES {
+            for keys in ["*", "billing-*", "billing-1"] {
+                let text = role_policy(role, keys).unwrap();
+                acl::parse_policy(&text).unwrap_or_else(|e| panic!("{role} {keys}: {e}\n{text}"));
+            }
+        }
+        assert!(role_policy("root", "*").is_err());
+        assert!(role_policy("app", "a*b").is_err());
+        assert!(role_policy("app", "").is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! (`{"errors":[...]}`), one mapping from engine errors to status codes
 //! ([`ApiError::from_engine`]), and limits checked before any work.
 
+mod auth;
 mod mounts;
 mod records;
 mod transit;
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     /// Development mode (reported by health).
     pub dev_mode: bool,
+    /// Requests per second per token (0 = unlimited); a token's own
+    /// `rate_limit` overrides it. Over the limit: 429.
+    pub token_rate_limit: u32,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             max_batch_items: 10_000,
             max_json_depth: 32,
             dev_mode: false,
+            token_rate_limit: 0,
         }
     }
 }
@@ -58,6 +63,7 @@ pub(crate) const DEFAULT_MOUNT: &str = "transit";
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) cfg: Arc<ServerConfig>,
+    pub(crate) auth: Arc<auth::AuthState>,
 }
 
 /// The router: every path under `/v1/` goes through one dispatcher.
@@ -65,6 +71,7 @@ pub fn router(engine: Engine, cfg: ServerConfig) -> Router {
     Router::new().fallback(handle).with_state(AppState {
         engine,
         cfg: Arc::new(cfg),
+        auth: Arc::default(),
     })
 }
 
@@ -187,6 +194,20 @@ pub(crate) fn request_id() -> String {
     )
 }
 
+/// Vault's envelope for token answers: the `auth` block, no `data`.
+pub(crate) fn envelope_auth(auth: Value) -> Value {
+    json!({
+        "request_id": request_id(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": null,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": auth,
+    })
+}
+
 fn envelope(data: Value) -> Value {
     json!({
         "request_id": request_id(),
@@ -229,6 +250,8 @@ pub(crate) struct Req {
     pub(crate) list: bool,
     pub(crate) body: Map<String, Value>,
     token: Option<String>,
+    /// Who is asking (set once the token is checked).
+    pub(crate) authz: Option<auth::Authz>,
 }
 
 fn depth(v: &Value) -> usize {
@@ -315,6 +338,7 @@ impl Req {
             list,
             body,
             token,
+            authz: None,
         })
     }
 
@@ -404,7 +428,7 @@ fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
 }
 
-async fn dispatch(st: &AppState, r: Req) -> ApiResult {
+async fn dispatch(st: &AppState, mut r: Req) -> ApiResult {
     let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
         ["sys", "health"] => sys_health(st).await,
@@ -424,7 +448,7 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
                     "Vault is sealed",
                 ));
             }
-            authorize(st, &r).await?;
+            r.authz = Some(auth::authorize(st, &r).await?);
             match seg.as_slice() {
                 ["sys", "seal"] => {
                     if !matches!(r.method, Method::PUT | Method::POST) {
@@ -433,14 +457,13 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
                     st.engine.seal().await?;
                     no_content()
                 }
-                ["auth", "token", "lookup-self"] => ok(json!({
-                    "policies": ["root"],
-                    "display_name": "root",
-                    "ttl": 0,
-                    "renewable": false,
-                    "type": "service",
-                    "meta": null,
-                })),
+                ["auth", "token", rest @ ..] => auth::token(st, &r, rest).await,
+                ["sys", "policies", "acl"] | ["sys", "policy"] => {
+                    auth::policies(st, &r, None).await
+                }
+                ["sys", "policies", "acl", name] | ["sys", "policy", name] => {
+                    auth::policies(st, &r, Some(name)).await
+                }
                 ["sys", "mounts"] => mounts::list(st, &r).await,
                 ["sys", "mounts", path @ ..] if !path.is_empty() => {
                     mounts::change(st, &r, &path.join("/")).await
@@ -457,16 +480,6 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
                 _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
             }
         }
-    }
-}
-
-async fn authorize(st: &AppState, r: &Req) -> Result<(), ApiError> {
-    let denied = || ApiError::new(StatusCode::FORBIDDEN, "permission denied");
-    let token = r.token.as_deref().ok_or_else(denied)?;
-    if st.engine.is_root_token(token).await? {
-        Ok(())
-    } else {
-        Err(denied())
     }
 }
 

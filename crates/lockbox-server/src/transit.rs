@@ -2,6 +2,7 @@
 //! (`/v1/lockbox/...`).
 
 use axum::http::{Method, StatusCode};
+use lockbox_core::acl::Caps;
 use lockbox_core::encoding::{b64_decode, b64_encode};
 use lockbox_engine::{
     ConfigUpdate, CreateOptions, EngineError, ImportSpec, KeyInfo, KeyType, SignOptions,
@@ -25,7 +26,7 @@ fn is_write(m: &Method) -> bool {
 }
 
 /// Seconds from a number, "3600", or Go durations like "24h", "30m", "1h30m", "90s".
-fn duration_field(m: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn duration_field(m: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
     let bad = || {
         ApiError::bad(format!(
             "field {name} must be a duration (seconds or like 24h)"
@@ -751,6 +752,10 @@ pub(crate) async fn native(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
                 let ct = field_str(m, "ciphertext")?
                     .ok_or_else(|| ApiError::bad("missing ciphertext to decrypt"))?;
                 let (key, pt) = st.engine.decrypt_native(&ct, &ctx(m)?).await?;
+                // The key is known only now: check the token may use it.
+                if let Some(a) = &r.authz {
+                    a.require(&format!("lockbox/decrypt/{key}"), Caps::UPDATE)?;
+                }
                 Ok(json!({ "plaintext": b64_encode(&pt), "key": key }))
             })
             .await

@@ -384,7 +384,13 @@ async fn meta_put_get_if_absent(h: Arc<Harness>) {
 
 async fn meta_list_delete(h: Arc<Harness>) {
     let s = &h.store;
-    for n in ["policy/b", "policy/a", "policyx", "token/1", "policy/\u{e9}"] {
+    for n in [
+        "policy/b",
+        "policy/a",
+        "policyx",
+        "token/1",
+        "policy/\u{e9}",
+    ] {
         s.meta_put(n, n.as_bytes()).await.unwrap();
     }
     let names: Vec<String> = s

@@ -1,5 +1,6 @@
 //! The `lockbox` command-line tool.
 
+mod access;
 mod serve;
 mod target;
 
@@ -97,6 +98,12 @@ enum Command {
     /// Fernet tokens, compatible with Python `cryptography`.
     #[command(subcommand)]
     Fernet(FernetCommand),
+    /// ACL policies: write, read, list, delete.
+    #[command(subcommand)]
+    Policy(access::PolicyCommand),
+    /// Tokens: create, lookup, renew, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
 }
 
 #[derive(Args)]
@@ -559,6 +566,8 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Inspect => inspect(&read_token()?),
         Command::Keyset(k) => keyset_cmd(k),
         Command::Fernet(f) => fernet_cmd(f),
+        Command::Policy(c) => access::policy_cmd(c, g),
+        Command::Token(c) => access::token_cmd(c, g),
     }
 }
 

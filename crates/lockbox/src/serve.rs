@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Deepest JSON nesting accepted.
     #[arg(long, default_value_t = 32)]
     max_json_depth: usize,
+    /// Requests per second per token (0 = unlimited); over it: 429.
+    #[arg(long, default_value_t = 0)]
+    token_rate_limit: u32,
 }
 
 /// Where to listen: --listen, else the host:port of --addr, else 127.0.0.1:8200.
@@ -201,6 +204,7 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         max_body_bytes: a.max_body_bytes,
         max_batch_items: a.max_batch_items,
         max_json_depth: a.max_json_depth,
+        token_rate_limit: a.token_rate_limit,
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
