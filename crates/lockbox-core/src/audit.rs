@@ -86,6 +86,12 @@ impl AuditChain {
         self.seq
     }
 
+    /// The MAC of the last entry appended (base64url; zeros before any).
+    #[must_use]
+    pub fn head(&self) -> String {
+        b64url_encode(&self.prev)
+    }
+
     /// Seal `entry` (a JSON object; `seq` and `mac` are set here) and return
     /// it as one JSON line, without the newline. The key then ratchets.
     ///
@@ -231,4 +237,262 @@ pub fn verify_with_anchor<'a>(
         });
     }
     Ok(r)
+}
+
+/// One verified segment of a trail (a segment is one writer's run: each
+/// server start, and each recovery from a failed write, begins a new one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentReport {
+    /// Segment id (the entries' `seg`).
+    pub segment: String,
+    /// Entries verified in it.
+    pub entries: u64,
+    /// MAC of its last entry (base64url).
+    pub head: String,
+    /// Where it starts (`file:line`).
+    pub starts_at: String,
+}
+
+/// Where and why a trail stopped verifying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrailFailure {
+    /// `file:line` of the first bad entry (or of the end, for truncation).
+    pub at: String,
+    /// The entry's `seq`, when it has one.
+    pub seq: Option<u64>,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl std::fmt::Display for TrailFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(s) => write!(f, "audit trail broken at {} (seq {s}): {}", self.at, self.reason),
+            None => write!(f, "audit trail broken at {}: {}", self.at, self.reason),
+        }
+    }
+}
+
+/// The key a segment's chain starts from, derived from the server's audit
+/// key: `HMAC-SHA256(audit_key, "lockbox/v1/audit/segment/" ‖ segment)`.
+#[must_use]
+pub fn segment_key(audit_key: &SecretBytes, segment: &str) -> SecretBytes {
+    SecretBytes::new(
+        hmac_sha256_parts(
+            audit_key.expose_secret(),
+            &[b"lockbox/v1/audit/segment/", segment.as_bytes()],
+        )
+        .to_vec(),
+    )
+}
+
+/// A segment's latest state, kept apart from the trail (in the store) to
+/// catch truncation: count of entries and head MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    /// Segment id.
+    pub segment: String,
+    /// Entries written in it.
+    pub entries: u64,
+    /// MAC of its last entry (base64url).
+    pub head: String,
+}
+
+struct Verifier {
+    segment: String,
+    key: [u8; 32],
+    prev: [u8; 32],
+    seq: u64,
+    starts_at: String,
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+/// Verifies a trail of segments: JSON lines given as `(file, line, text)`
+/// in order (rotated files oldest first). Every entry has `seg` and `seq`;
+/// a segment's first entry (`seq` 0, `type` `segment`) names the previous
+/// segment's last entry in `prev`, so segments are chained too. Then every
+/// anchor must be matched: a missing segment, or fewer entries than its
+/// anchor records, is truncation. Without `check_links` (a store shared by
+/// several servers), segments are verified each on its own.
+///
+/// # Errors
+/// [`TrailFailure`] naming the first entry (file and line) that was edited,
+/// deleted, inserted, reordered or malformed, or the truncation.
+pub fn verify_trail<'a>(
+    audit_key: &SecretBytes,
+    lines: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
+    anchors: &[Anchor],
+    check_links: bool,
+) -> std::result::Result<Vec<SegmentReport>, TrailFailure> {
+    let mut done: Vec<SegmentReport> = Vec::new();
+    let mut cur: Option<Verifier> = None;
+    let mut last_at = String::from("start");
+    for (file, n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{file}:{n}");
+        last_at.clone_from(&at);
+        let fail = |seq: Option<u64>, reason: String| TrailFailure {
+            at: at.clone(),
+            seq,
+            reason,
+        };
+        let m = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(fail(None, "not a JSON object".into())),
+        };
+        let seq = m.get("seq").and_then(Value::as_u64);
+        let Some(seq) = seq else {
+            return Err(fail(None, "no seq".into()));
+        };
+        let Some(seg) = m.get("seg").and_then(Value::as_str) else {
+            return Err(fail(Some(seq), "no seg".into()));
+        };
+        if cur.as_ref().map_or(true, |c| c.segment != seg) {
+            if let Some(c) = cur.take() {
+                done.push(SegmentReport {
+                    segment: c.segment.clone(),
+                    entries: c.seq,
+                    head: b64url_encode(&c.prev),
+                    starts_at: c.starts_at.clone(),
+                });
+            }
+            if seq != 0 {
+                return Err(fail(
+                    Some(seq),
+                    format!("segment {seg} starts at seq {seq}, not 0 (its earlier entries were deleted)"),
+                ));
+            }
+            if m.get("type").and_then(Value::as_str) != Some("segment") {
+                return Err(fail(Some(seq), "a segment must start with its segment entry".into()));
+            }
+            if done.iter().any(|d| d.segment == seg) {
+                return Err(fail(Some(seq), format!("segment {seg} appears twice (entries were moved)")));
+            }
+            if let Some(last) = done.last().filter(|_| check_links) {
+                let link = m.get("prev");
+                let ok = link.and_then(|l| l.get("seg")).and_then(Value::as_str)
+                    == Some(last.segment.as_str())
+                    && link.and_then(|l| l.get("seq")).and_then(Value::as_u64)
+                        == last.entries.checked_sub(1)
+                    && link.and_then(|l| l.get("mac")).and_then(Value::as_str)
+                        == Some(last.head.as_str());
+                if !ok {
+                    return Err(fail(
+                        Some(seq),
+                        format!(
+                            "segment {seg} does not follow segment {} (entries between them were deleted or reordered)",
+                            last.segment
+                        ),
+                    ));
+                }
+            }
+            let k0 = segment_key(audit_key, seg);
+            cur = Some(Verifier {
+                segment: seg.to_owned(),
+                key: hmac_sha256(k0.expose_secret(), b"lockbox/v1/audit/k0"),
+                prev: [0u8; 32],
+                seq: 0,
+                starts_at: at.clone(),
+            });
+        }
+        let Some(c) = cur.as_mut() else {
+            return Err(fail(Some(seq), "internal: no segment".into()));
+        };
+        if seq != c.seq {
+            return Err(fail(
+                Some(seq),
+                format!(
+                    "sequence {seq} where {} was expected (an entry was deleted, inserted or moved)",
+                    c.seq
+                ),
+            ));
+        }
+        let mac = m
+            .get("mac")
+            .and_then(Value::as_str)
+            .and_then(|s| b64url_decode(s).ok())
+            .ok_or_else(|| fail(Some(seq), "no valid mac".into()))?;
+        let body = canonical(&m).map_err(|_| fail(Some(seq), "cannot canonicalize".into()))?;
+        let expect = hmac_sha256_parts(&c.key, &[MAC_LABEL, &c.prev, &body]);
+        if !ct_eq(&expect, &mac) {
+            return Err(fail(
+                Some(seq),
+                "MAC does not verify (this entry was modified, or one before it)".into(),
+            ));
+        }
+        let mut next = hmac_sha256(&c.key, RATCHET_LABEL);
+        c.key.copy_from_slice(&next);
+        next.zeroize();
+        c.prev = expect;
+        c.seq += 1;
+    }
+    if let Some(c) = cur.take() {
+        done.push(SegmentReport {
+            segment: c.segment.clone(),
+            entries: c.seq,
+            head: b64url_encode(&c.prev),
+            starts_at: c.starts_at.clone(),
+        });
+    }
+    for a in anchors {
+        let end = |reason: String| TrailFailure {
+            at: last_at.clone(),
+            seq: None,
+            reason,
+        };
+        match done.iter().find(|d| d.segment == a.segment) {
+            None => {
+                return Err(end(format!(
+                    "segment {} ({} entries by the anchor) is missing: the trail was truncated",
+                    a.segment, a.entries
+                )))
+            }
+            Some(d) if d.entries < a.entries => {
+                return Err(end(format!(
+                    "segment {} has {} entries where the anchor records {}: the trail was truncated",
+                    a.segment, d.entries, a.entries
+                )))
+            }
+            Some(d) if d.entries == a.entries && !ct_eq(d.head.as_bytes(), a.head.as_bytes()) => {
+                return Err(end(format!(
+                    "segment {}'s last entry differs from the anchor",
+                    a.segment
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(done)
+}
+
+/// Starts a segment: the writer's chain and the segment entry to write
+/// first (`type` `segment`, linking to the previous segment's last entry).
+///
+/// # Errors
+/// As [`AuditChain::new`].
+pub fn start_segment(
+    audit_key: &SecretBytes,
+    segment: &str,
+    prev: Option<(&str, u64, &str)>,
+    time: i64,
+) -> Result<(AuditChain, Value)> {
+    let chain = AuditChain::new(&segment_key(audit_key, segment))?;
+    let link = match prev {
+        Some((seg, seq, mac)) => serde_json::json!({ "seg": seg, "seq": seq, "mac": mac }),
+        None => Value::Null,
+    };
+    let entry = serde_json::json!({
+        "type": "segment",
+        "seg": segment,
+        "time": time,
+        "prev": link,
+    });
+    Ok((chain, entry))
 }

@@ -58,3 +58,37 @@ pub fn b64url_decode(s: &str) -> Result<Vec<u8>> {
         .decode(s)
         .map_err(|_| Error::Encoding("not valid URL-safe base64 (unpadded)"))
 }
+
+/// Lowercase hex.
+#[must_use]
+pub fn hex_encode(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Hex (either case) to bytes.
+///
+/// # Errors
+/// [`crate::Error::Encoding`] for odd length or a non-hex digit.
+pub fn hex_decode(s: &str) -> Result<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(crate::Error::Encoding("hex has an odd length"));
+    }
+    let val = |c: u8| -> Result<u8> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(crate::Error::Encoding("not hex")),
+        }
+    };
+    b.chunks(2)
+        .map(|p| Ok(val(p[0])? << 4 | val(p[1])?))
+        .collect()
+}

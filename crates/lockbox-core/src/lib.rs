@@ -28,6 +28,7 @@ pub mod rootkey;
 mod secret;
 pub mod shamir;
 pub mod vault;
+pub mod webhook;
 
 pub use aead::{AeadKey, Algorithm};
 pub use error::{Error, Result};

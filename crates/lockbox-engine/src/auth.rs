@@ -242,6 +242,30 @@ impl Engine {
         Ok(hmac_sha256(u.mac_key.expose_secret(), token.as_bytes()).to_vec())
     }
 
+    /// The server's audit key (32 random bytes made on first use, sealed
+    /// under the root key in the store): it keys the audit chains and the
+    /// HMACs of sensitive values in audit entries.
+    ///
+    /// # Errors
+    /// [`EngineError::Sealed`]; [`EngineError::Store`]; [`EngineError::Integrity`].
+    pub async fn audit_key(&self) -> Result<SecretBytes> {
+        const AAD: &[u8] = b"lockbox/v1/audit-key";
+        let u = self.unsealed()?;
+        let store = self.store();
+        if store.meta_get("audit_key").await?.is_none() {
+            let k = SecretBytes::random(32)?;
+            let sealed = u.root.seal(k.expose_secret(), AAD)?;
+            store.meta_put_if_absent("audit_key", &sealed).await?;
+        }
+        let sealed = store
+            .meta_get("audit_key")
+            .await?
+            .ok_or_else(|| EngineError::Internal("audit key vanished".into()))?;
+        u.root
+            .unseal(&sealed, AAD)
+            .map_err(|_| EngineError::Integrity("the audit key does not unseal".into()))
+    }
+
     /// Creates a token. The caller checks that it may grant the policies.
     ///
     /// # Errors

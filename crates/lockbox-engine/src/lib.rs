@@ -44,6 +44,21 @@ const META_SEAL: &str = "seal";
 const META_ROOT_TOKEN: &str = "root_token";
 const MAX_RETRIES: usize = 8;
 
+/// Something that happened to a key, for the audit log, metrics and
+/// webhooks ([`Engine::events`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// `KEY_ROTATION`, `KEY_ROTATION_FAILED`, `KEY_DEPRECATED`,
+    /// `KEY_DELETED`, `KEY_DESTROYED`.
+    pub kind: &'static str,
+    /// The key.
+    pub key: String,
+    /// The version concerned (new latest, or new minimum for decryption).
+    pub version: u32,
+    /// Details (the error of a failed rotation; who destroyed a key).
+    pub detail: String,
+}
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -272,6 +287,8 @@ struct Inner {
     root_token: RwLock<Option<(Vec<u8>, std::time::Instant)>>,
     /// Cached tokens and policies.
     auth: auth::AuthCache,
+    /// Key events for subscribers (the server's audit log and webhooks).
+    events: tokio::sync::broadcast::Sender<EngineEvent>,
 }
 
 /// How long a server trusts its copy of the root token's hash (a token
@@ -563,6 +580,7 @@ impl Engine {
                 usage: Mutex::new(HashMap::new()),
                 root_token: RwLock::new(None),
                 auth: auth::AuthCache::default(),
+                events: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }
@@ -1092,8 +1110,37 @@ impl Engine {
                 }
                 rotate_mutation(u, row, retention, now())
             })
-            .await?;
-        Ok(row.latest_version)
+            .await;
+        match row {
+            Ok(row) => {
+                self.emit("KEY_ROTATION", name, row.latest_version, "");
+                Ok(row.latest_version)
+            }
+            Err(e) => {
+                if !matches!(e, EngineError::KeyNotFound(_)) {
+                    self.emit("KEY_ROTATION_FAILED", name, 0, &e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Key events from now on (rotations, failed rotations, deprecations,
+    /// deletions, destructions) made through this engine, including the
+    /// rotation scheduler's. A slow subscriber misses the oldest events
+    /// (bounded buffer), never blocks the engine.
+    #[must_use]
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, kind: &'static str, key: &str, version: u32, detail: &str) {
+        let _ = self.inner.events.send(EngineEvent {
+            kind,
+            key: key.to_owned(),
+            version,
+            detail: detail.to_owned(),
+        });
     }
 
     /// Rotate every key whose auto-rotation period has passed. With several
@@ -1119,9 +1166,15 @@ impl Engine {
                 })
                 .await;
             match res {
-                Ok(_) => rotated.push(row.name),
+                Ok(r) => {
+                    self.emit("KEY_ROTATION", &row.name, r.latest_version, "scheduled");
+                    rotated.push(row.name);
+                }
                 Err(EngineError::BadRequest(m)) if m == NOT_DUE => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.emit("KEY_ROTATION_FAILED", &row.name, 0, &e.to_string());
+                    return Err(e);
+                }
             }
         }
         Ok(rotated)
@@ -1132,8 +1185,8 @@ impl Engine {
     /// # Errors
     /// [`EngineError::BadRequest`] with Vault's wording for invalid versions.
     pub async fn configure(&self, name: &str, upd: &ConfigUpdate) -> Result<()> {
-        self.key(name).await?;
-        self.mutate(name, |_, row, _| {
+        let before = self.key(name).await?.row.min_decryption_version;
+        let after = self.mutate(name, |_, row, _| {
             let mut r = row.clone();
             if let Some(d) = upd.min_decryption_version {
                 let d = d.max(1);
@@ -1186,6 +1239,10 @@ impl Engine {
             Ok(Mutation::row(r))
         })
         .await?;
+        if after.min_decryption_version > before {
+            // Versions below the new minimum can no longer decrypt.
+            self.emit("KEY_DEPRECATED", name, after.min_decryption_version, "");
+        }
         Ok(())
     }
 
@@ -1249,6 +1306,7 @@ impl Engine {
             Ok(Mutation::row(r))
         })
         .await?;
+        self.emit("KEY_DELETED", name, 0, "");
         Ok(())
     }
 
@@ -1305,6 +1363,7 @@ impl Engine {
             Ok(m)
         })
         .await?;
+        self.emit("KEY_DESTROYED", name, 0, by);
         Ok(())
     }
 

@@ -8,7 +8,10 @@
 //! (`{"errors":[...]}`), one mapping from engine errors to status codes
 //! ([`ApiError::from_engine`]), and limits checked before any work.
 
+pub mod audit;
 mod auth;
+pub mod events;
+mod metrics;
 mod mounts;
 mod records;
 mod transit;
@@ -38,6 +41,12 @@ pub struct ServerConfig {
     /// Requests per second per token (0 = unlimited); a token's own
     /// `rate_limit` overrides it. Over the limit: 429.
     pub token_rate_limit: u32,
+    /// The audit log's sinks and failure policy.
+    pub audit: audit::AuditConfig,
+    /// Where events are delivered (besides the audit log).
+    pub webhook: Option<events::WebhookConfig>,
+    /// Whether clients reach this server over TLS (adds HSTS).
+    pub tls: bool,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +57,9 @@ impl Default for ServerConfig {
             max_json_depth: 32,
             dev_mode: false,
             token_rate_limit: 0,
+            audit: audit::AuditConfig::default(),
+            webhook: None,
+            tls: false,
         }
     }
 }
@@ -64,15 +76,57 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) cfg: Arc<ServerConfig>,
     pub(crate) auth: Arc<auth::AuthState>,
+    pub(crate) audit: Option<Arc<audit::Auditor>>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) events: Arc<events::Events>,
+}
+
+impl AppState {
+    /// The state, with the audit writer (returned to be awaited at
+    /// shutdown), the webhook worker and the engine-event forwarder started.
+    fn new(engine: Engine, cfg: ServerConfig) -> (AppState, Option<tokio::task::JoinHandle<()>>) {
+        let (audit, writer) = if cfg.audit.enabled() {
+            let (a, h) = audit::Auditor::start(engine.clone(), cfg.audit.clone());
+            (Some(a), Some(h))
+        } else {
+            (None, None)
+        };
+        let metrics = Arc::new(metrics::Metrics::default());
+        let events = events::Events::start(audit.clone(), cfg.webhook.clone(), metrics.clone());
+        let mut rx = engine.events();
+        let ev = Arc::downgrade(&events);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => {
+                        let Some(ev) = ev.upgrade() else { break };
+                        ev.emit(
+                            e.kind,
+                            json!({"key": e.key, "version": e.version, "detail": e.detail}),
+                        )
+                        .await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let st = AppState {
+            engine,
+            cfg: Arc::new(cfg),
+            auth: Arc::default(),
+            audit,
+            metrics,
+            events,
+        };
+        (st, writer)
+    }
 }
 
 /// The router: every path under `/v1/` goes through one dispatcher.
 pub fn router(engine: Engine, cfg: ServerConfig) -> Router {
-    Router::new().fallback(handle).with_state(AppState {
-        engine,
-        cfg: Arc::new(cfg),
-        auth: Arc::default(),
-    })
+    let (st, _writer) = AppState::new(engine, cfg);
+    Router::new().fallback(handle).with_state(st)
 }
 
 /// Serve on `listener` until `shutdown` completes.
@@ -85,9 +139,21 @@ pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine, cfg))
+    let (st, writer) = AppState::new(engine, cfg);
+    let app = Router::new().fallback(handle).with_state(st.clone());
+    let res = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    finish_audit(st, writer).await;
+    res
+}
+
+/// Lets the audit writer drain its queue and leave its anchor.
+async fn finish_audit(st: AppState, writer: Option<tokio::task::JoinHandle<()>>) {
+    drop(st);
+    if let Some(w) = writer {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+    }
 }
 
 /// An error answer: status and messages (and, for batches, the data).
@@ -181,17 +247,9 @@ pub(crate) fn raw_json_response(status: StatusCode, body: String) -> Response {
 }
 
 pub(crate) fn request_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = lockbox_core::fill_random(&mut b);
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| new_request_id())
 }
 
 /// Vault's envelope for token answers: the `auth` block, no `data`.
@@ -399,42 +457,228 @@ pub(crate) fn b64_field(m: &Map<String, Value>, name: &str) -> Result<Option<Vec
     }
 }
 
+tokio::task_local! {
+    /// The id of the request being handled (responses and audit entries).
+    static REQUEST_ID: String;
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = lockbox_core::fill_random(&mut b);
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 async fn handle(State(st): State<AppState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body is larger than {} bytes",
-                    st.cfg.max_body_bytes
+    let t0 = std::time::Instant::now();
+    let rid = new_request_id();
+    REQUEST_ID
+        .scope(rid.clone(), async move {
+            let (parts, body) = req.into_parts();
+            let (resp, r) = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
+                Err(_) => (
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "request body is larger than {} bytes",
+                            st.cfg.max_body_bytes
+                        ),
+                    )
+                    .into_response(),
+                    None,
                 ),
-            )
-            .into_response()
+                Ok(bytes) => {
+                    match Req::parse(&st.cfg, parts.method.clone(), &parts.uri, &parts.headers, &bytes) {
+                        Ok(mut r) => {
+                            let resp = dispatch(&st, &mut r)
+                                .await
+                                .unwrap_or_else(IntoResponse::into_response);
+                            (resp, Some(r))
+                        }
+                        Err(e) => (e.into_response(), None),
+                    }
+                }
+            };
+            finish(&st, resp, r.as_ref(), &parts.method, parts.uri.path(), t0, &rid).await
+        })
+        .await
+}
+
+/// Whether a request is audited: not the health and status probes, and
+/// only while unsealed (the audit key is sealed with everything else).
+fn audited(st: &AppState, seg: &[String]) -> bool {
+    let probe = matches!(
+        seg.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["sys", "health"] | ["sys", "seal-status"] | ["openapi.json"]
+    );
+    !probe && !st.engine.is_sealed()
+}
+
+/// The audit entry of a request. Never plaintext, ciphertext, tokens or key
+/// material: the token is named by its accessor, the context is HMAC'd.
+async fn audit_entry(
+    a: &audit::Auditor,
+    r: Option<&Req>,
+    op: &metrics::Op,
+    method: &Method,
+    status: StatusCode,
+    t0: std::time::Instant,
+    rid: &str,
+) -> Map<String, Value> {
+    let mut e = Map::new();
+    e.insert("type".into(), Value::from("request"));
+    e.insert("time".into(), Value::from(lockbox_engine::now()));
+    e.insert("request_id".into(), Value::from(rid));
+    e.insert("method".into(), Value::from(method.as_str()));
+    e.insert("operation".into(), Value::from(op.operation.as_str()));
+    e.insert("mount".into(), op.mount.clone().map_or(Value::Null, Value::from));
+    e.insert("key".into(), op.key.clone().map_or(Value::Null, Value::from));
+    e.insert("status".into(), Value::from(status.as_u16()));
+    let class = metrics::error_class(status);
+    e.insert("outcome".into(), Value::from(if class.is_some() { "error" } else { "ok" }));
+    e.insert("error_class".into(), class.map_or(Value::Null, Value::from));
+    e.insert(
+        "duration_us".into(),
+        Value::from(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)),
+    );
+    let (mut accessor, mut role) = (Value::Null, Value::Null);
+    let mut key_version = Value::Null;
+    let mut tenant = Value::Null;
+    let mut ctx = Value::Null;
+    let mut items = Value::from(1);
+    if let Some(r) = r {
+        e.insert("path".into(), Value::from(r.segments.join("/")));
+        if let Some(z) = &r.authz {
+            accessor = Value::from(z.token.accessor.as_str());
+            role = Value::from(z.token.role());
         }
-    };
-    let res = match Req::parse(&st.cfg, parts.method, &parts.uri, &parts.headers, &bytes) {
-        Ok(r) => dispatch(&st, r).await,
-        Err(e) => Err(e),
-    };
-    match res {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+        let b = &r.body;
+        if let Some(Value::Array(list)) = b.get("batch_input") {
+            items = Value::from(list.len());
+        }
+        let ct = b.get("ciphertext").and_then(Value::as_str);
+        if let Some(v) = ct
+            .and_then(|c| c.strip_prefix("vault:v"))
+            .and_then(|c| c.split(':').next())
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            key_version = Value::from(v);
+        } else if let Some(v) = b.get("key_version").and_then(Value::as_u64) {
+            key_version = Value::from(v);
+        }
+        if let Some(t) = b.get("tenant").and_then(Value::as_str) {
+            tenant = Value::from(t);
+        }
+        if let Some(c) = b.get("context").and_then(Value::as_str) {
+            if let Ok(h) = a.hash(c.as_bytes()).await {
+                ctx = Value::from(h);
+            }
+        }
     }
+    e.insert("accessor".into(), accessor);
+    e.insert("role".into(), role);
+    e.insert("key_version".into(), key_version);
+    e.insert("tenant".into(), tenant);
+    e.insert("context_hmac".into(), ctx);
+    e.insert("items".into(), items);
+    e
+}
+
+/// After a request: metrics, the audit entry (refusing the answer if it
+/// cannot be written and the policy is fail-closed), security headers.
+async fn finish(
+    st: &AppState,
+    mut resp: Response,
+    r: Option<&Req>,
+    method: &Method,
+    path: &str,
+    t0: std::time::Instant,
+    rid: &str,
+) -> Response {
+    let seg: Vec<String> = match r {
+        Some(r) => r.segments.clone(),
+        None => path
+            .trim_start_matches("/v1/")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    let key_in_body = r.and_then(|r| r.body.get("key")).and_then(Value::as_str);
+    let op = metrics::classify(&seg, method.as_str(), key_in_body);
+    let status = resp.status();
+    let items = r
+        .and_then(|r| r.body.get("batch_input"))
+        .and_then(Value::as_array)
+        .map_or(1, |a| a.len() as u64);
+    let alert = st.metrics.observe(
+        &op,
+        status,
+        items,
+        t0.elapsed().as_secs_f64(),
+        lockbox_engine::now(),
+    );
+    if let Some((failures, total)) = alert {
+        let ev = st.events.clone();
+        tokio::spawn(async move {
+            ev.emit(
+                "DECRYPTION_FAILURE_RATE_HIGH",
+                json!({"failures": failures, "decryptions": total, "window_seconds": 300}),
+            )
+            .await;
+        });
+    }
+    if let Some(a) = &st.audit {
+        if audited(st, &seg) {
+            let entry = audit_entry(a, r, &op, method, status, t0, rid).await;
+            if !a.record(entry).await && !a.fail_open() {
+                resp = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit log cannot be written: request refused",
+                )
+                .into_response();
+            }
+        }
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        h.insert("x-request-id", v);
+    }
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if st.cfg.tls {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    resp
 }
 
 fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
 }
 
-async fn dispatch(st: &AppState, mut r: Req) -> ApiResult {
-    let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
+async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
+    let segments = req.segments.clone();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
         ["sys", "health"] => sys_health(st).await,
         ["sys", "seal-status"] => sys_seal_status(st).await,
-        ["sys", "init"] => sys_init(st, &r).await,
-        ["sys", "unseal"] => sys_unseal(st, &r).await,
+        ["sys", "init"] => sys_init(st, req).await,
+        ["sys", "unseal"] => sys_unseal(st, req).await,
         ["openapi.json"] => {
             let mut resp = Response::new(Body::from(OPENAPI));
             resp.headers_mut()
@@ -448,13 +692,73 @@ async fn dispatch(st: &AppState, mut r: Req) -> ApiResult {
                     "Vault is sealed",
                 ));
             }
-            r.authz = Some(auth::authorize(st, &r).await?);
+            req.authz = Some(auth::authorize(st, req).await?);
+            let r: &Req = req;
+            // Fail closed: while the audit log is failing, a request is
+            // first recorded, and refused before any work if that fails.
+            if let Some(a) = &st.audit {
+                if !a.fail_open() && !a.healthy() {
+                    let op = metrics::classify(&r.segments, r.method.as_str(), None);
+                    let mut e = audit_entry(a, Some(r), &op, &r.method, StatusCode::ACCEPTED, std::time::Instant::now(), &request_id()).await;
+                    e.insert("type".into(), Value::from("request-pending"));
+                    if !a.record(e).await {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the audit log cannot be written: request refused",
+                        ));
+                    }
+                }
+            }
             match seg.as_slice() {
                 ["sys", "seal"] => {
                     if !matches!(r.method, Method::PUT | Method::POST) {
                         return Err(method_not_allowed());
                     }
                     st.engine.seal().await?;
+                    if let Some(a) = &st.audit {
+                        a.forget();
+                    }
+                    no_content()
+                }
+                ["sys", "audit", rest @ ..] => audit::endpoint(st, r, rest).await,
+                ["sys", "audit-hash"] if matches!(r.method, Method::POST | Method::PUT) => {
+                    let input = r
+                        .str_field("input")?
+                        .ok_or_else(|| ApiError::bad("missing input"))?;
+                    let Some(a) = &st.audit else {
+                        return Err(ApiError::bad("no audit log is configured"));
+                    };
+                    ok(json!({ "hash": a.hash(input.as_bytes()).await? }))
+                }
+                ["sys", "metrics"] if r.method == Method::GET => {
+                    let failures = st
+                        .audit
+                        .as_ref()
+                        .map_or(0, |a| a.failures.load(std::sync::atomic::Ordering::Relaxed));
+                    let text = st.metrics.render(&st.engine, failures).await;
+                    let mut resp = Response::new(Body::from(text));
+                    resp.headers_mut().insert(
+                        "content-type",
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok(resp)
+                }
+                ["sys", "events"] if matches!(r.method, Method::POST | Method::PUT) => {
+                    let kind = match r.str_field("event")?.as_deref() {
+                        Some("REENCRYPTION_STARTED") => "REENCRYPTION_STARTED",
+                        Some("REENCRYPTION_COMPLETED") => "REENCRYPTION_COMPLETED",
+                        _ => {
+                            return Err(ApiError::bad(
+                                "event must be REENCRYPTION_STARTED or REENCRYPTION_COMPLETED",
+                            ))
+                        }
+                    };
+                    let data = match r.body.get("data") {
+                        None | Some(Value::Null) => json!({}),
+                        Some(v @ Value::Object(_)) => v.clone(),
+                        Some(_) => return Err(ApiError::bad("data must be an object")),
+                    };
+                    st.events.emit(kind, data).await;
                     no_content()
                 }
                 ["auth", "token", rest @ ..] => auth::token(st, &r, rest).await,

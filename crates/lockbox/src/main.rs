@@ -1,6 +1,7 @@
 //! The `lockbox` command-line tool.
 
 mod access;
+mod observe;
 mod serve;
 mod target;
 
@@ -104,6 +105,12 @@ enum Command {
     /// Tokens: create, lookup, renew, revoke.
     #[command(subcommand)]
     Token(access::TokenCommand),
+    /// The audit log: verify, query.
+    #[command(subcommand)]
+    Audit(observe::AuditCommand),
+    /// Webhook deliveries: verify.
+    #[command(subcommand)]
+    Webhook(observe::WebhookCommand),
 }
 
 #[derive(Args)]
@@ -568,6 +575,8 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Fernet(f) => fernet_cmd(f),
         Command::Policy(c) => access::policy_cmd(c, g),
         Command::Token(c) => access::token_cmd(c, g),
+        Command::Audit(c) => observe::audit_cmd(c, g),
+        Command::Webhook(c) => observe::webhook_cmd(c),
     }
 }
 

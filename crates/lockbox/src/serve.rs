@@ -42,6 +42,87 @@ pub struct ServeArgs {
     /// Requests per second per token (0 = unlimited); over it: 429.
     #[arg(long, default_value_t = 0)]
     token_rate_limit: u32,
+    /// Audit log file (JSON lines, chained and sealed).
+    #[arg(long, env = "LOCKBOX_AUDIT_FILE")]
+    audit_file: Option<PathBuf>,
+    /// Rotate the audit file past this size (e.g. 100M, 1G; 0 = never).
+    #[arg(long, default_value = "0")]
+    audit_file_max_size: String,
+    /// Rotate the audit file after this long (e.g. 24h; 0 = never).
+    #[arg(long, default_value = "0")]
+    audit_file_max_age: String,
+    /// Also write audit entries to stdout.
+    #[arg(long)]
+    audit_stdout: bool,
+    /// Also keep audit entries in the store (for `lockbox audit query`).
+    #[arg(long)]
+    audit_store: bool,
+    /// Let requests proceed when their audit entry cannot be written
+    /// (default: refuse them, fail closed).
+    #[arg(long)]
+    audit_fail_open: bool,
+    /// Most audit entries waiting to be written (bounded queue).
+    #[arg(long, default_value_t = 4096)]
+    audit_queue: usize,
+    /// POST events (rotations, failures, expiring certificates...) to this URL.
+    #[arg(long, env = "LOCKBOX_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// File holding the webhook signing secret (required with --webhook-url).
+    #[arg(long, requires = "webhook_url")]
+    webhook_secret_file: Option<PathBuf>,
+}
+
+/// Bytes from `1048576`, `100K`, `100M`, `1G`.
+fn parse_size(s: &str) -> Result<u64, CliError> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| CliError::new(format!("invalid size {s:?}: use bytes or 100K, 100M, 1G")))
+}
+
+fn audit_config(a: &ServeArgs) -> Result<lockbox_server::audit::AuditConfig, CliError> {
+    Ok(lockbox_server::audit::AuditConfig {
+        file: a.audit_file.clone(),
+        file_max_bytes: parse_size(&a.audit_file_max_size)?,
+        file_max_age: std::time::Duration::from_secs(
+            u64::try_from(crate::parse_period(&a.audit_file_max_age)?).unwrap_or(0),
+        ),
+        stdout: a.audit_stdout,
+        store: a.audit_store,
+        fail_open: a.audit_fail_open,
+        queue: a.audit_queue.max(1),
+        timeout: std::time::Duration::from_secs(5),
+    })
+}
+
+fn webhook_config(a: &ServeArgs) -> Result<Option<lockbox_server::events::WebhookConfig>, CliError> {
+    let Some(url) = &a.webhook_url else {
+        return Ok(None);
+    };
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(CliError::new("--webhook-url must be an http:// or https:// URL"));
+    }
+    let file = a
+        .webhook_secret_file
+        .as_deref()
+        .ok_or_else(|| CliError::new("--webhook-url needs --webhook-secret-file"))?;
+    let secret = crate::read_secret_file(file, "webhook secret")?;
+    if secret.len() < 16 {
+        return Err(CliError::new("the webhook secret must be at least 16 characters"));
+    }
+    Ok(Some(lockbox_server::events::WebhookConfig {
+        url: url.clone(),
+        secret: lockbox_core::SecretBytes::from_slice(secret.as_bytes()),
+        attempts: 5,
+        backoff: std::time::Duration::from_millis(200),
+    }))
 }
 
 /// Where to listen: --listen, else the host:port of --addr, else 127.0.0.1:8200.
@@ -205,6 +286,9 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         max_batch_items: a.max_batch_items,
         max_json_depth: a.max_json_depth,
         token_rate_limit: a.token_rate_limit,
+        audit: audit_config(&a)?,
+        webhook: webhook_config(&a)?,
+        tls: false,
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -1,0 +1,684 @@
+//! The audit log: one chained, sealed entry per request and per event.
+//!
+//! Entries go through a bounded queue to one writer task, which seals them
+//! in a forward-secure HMAC chain ([`lockbox_core::audit`]) and writes them
+//! to the configured sinks: a JSON-lines file (rotated by size or age; the
+//! chain runs on across files), stdout, and the store (queryable). Each run
+//! of the writer is a *segment* whose first entry links to the last entry
+//! before it; the writer keeps an *anchor* (entries and head of its
+//! segment) in the store, at most a second old, so truncation is detected.
+//!
+//! Failure policy: by default a request whose entry cannot be written is
+//! refused (fail closed, 503); with `fail_open` it proceeds and the failure
+//! is counted. The queue is bounded: when it is full for `timeout`, the
+//! entry counts as failed (never an unbounded backlog).
+//!
+//! Never in an entry: plaintext, ciphertext, tokens or key material. The
+//! token appears as its accessor; a request's `context` as an HMAC under
+//! the audit key (`hmac-sha256:...`, as Vault does), which `sys/audit-hash`
+//! computes for a given value so an auditor can search for it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lockbox_core::audit::{start_segment, Anchor, AuditChain};
+use lockbox_core::encoding::b64url_encode;
+use lockbox_core::kdf::hmac_sha256;
+use lockbox_core::SecretBytes;
+use lockbox_engine::{Engine, EngineError};
+use lockbox_store::AuditRow;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where audit entries go and what happens when they cannot be written.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// JSON-lines file (rotated files are `FILE.<unix-ms>`).
+    pub file: Option<PathBuf>,
+    /// Rotate the file when it grows past this many bytes (0 = never).
+    pub file_max_bytes: u64,
+    /// Rotate the file when it is older than this (0 = never).
+    pub file_max_age: Duration,
+    /// Also print entries to stdout.
+    pub stdout: bool,
+    /// Also keep entries in the store (`lockbox audit query`).
+    pub store: bool,
+    /// Let requests proceed when their entry cannot be written.
+    pub fail_open: bool,
+    /// Most entries waiting for the writer.
+    pub queue: usize,
+    /// How long a request waits for its entry to be written.
+    pub timeout: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            file_max_bytes: 0,
+            file_max_age: Duration::ZERO,
+            stdout: false,
+            store: false,
+            fail_open: false,
+            queue: 4096,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Whether any sink is configured.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.file.is_some() || self.stdout || self.store
+    }
+}
+
+struct Job {
+    entry: Map<String, Value>,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
+/// The request side of the audit log.
+pub(crate) struct Auditor {
+    tx: mpsc::Sender<Job>,
+    cfg: AuditConfig,
+    pub(crate) failures: AtomicU64,
+    healthy: AtomicBool,
+    hmac_key: std::sync::RwLock<Option<SecretBytes>>,
+    engine: Engine,
+}
+
+/// The name anchors are kept under for a sink (the file's name, or `store`).
+pub fn sink_name(file: Option<&Path>) -> String {
+    file.and_then(Path::file_name)
+        .map_or_else(|| "store".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The store meta key of a segment's anchor.
+fn anchor_key(sink: &str, seg: &str) -> String {
+    format!("audit/anchor/{sink}/{seg}")
+}
+
+/// Every anchor of a sink, for verification.
+///
+/// # Errors
+/// The store's errors.
+pub async fn anchors(engine: &Engine, sink: &str) -> Result<Vec<Anchor>, EngineError> {
+    let prefix = format!("audit/anchor/{sink}/");
+    let mut out = Vec::new();
+    for (name, v) in engine.store().meta_list(&prefix).await? {
+        let seg = name.trim_start_matches(&prefix).to_owned();
+        let j: Value = serde_json::from_slice(&v)
+            .map_err(|_| EngineError::Integrity("an audit anchor does not parse".into()))?;
+        out.push(Anchor {
+            segment: seg,
+            entries: j["entries"].as_u64().unwrap_or(0),
+            head: j["head"].as_str().unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+impl Auditor {
+    /// Starts the writer task (it gets the audit key once unsealed).
+    pub(crate) fn start(engine: Engine, cfg: AuditConfig) -> (Arc<Auditor>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let a = Arc::new(Auditor {
+            tx,
+            cfg: cfg.clone(),
+            failures: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            hmac_key: std::sync::RwLock::new(None),
+            engine: engine.clone(),
+        });
+        let writer = Writer {
+            engine,
+            cfg,
+            chain: None,
+            file: None,
+            last: None,
+            anchor_at: Instant::now(),
+            auditor: Arc::downgrade(&a),
+        };
+        let h = tokio::spawn(writer.run(rx));
+        (a, h)
+    }
+
+    pub(crate) fn fail_open(&self) -> bool {
+        self.cfg.fail_open
+    }
+
+    /// Whether the last write succeeded (fail-closed servers refuse work
+    /// while it has not).
+    pub(crate) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// `hmac-sha256:` + hex of HMAC(audit HMAC key, value).
+    pub(crate) async fn hash(&self, value: &[u8]) -> Result<String, EngineError> {
+        let cached = self
+            .hmac_key
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| hmac_sha256(k.expose_secret(), value)));
+        let mac = match cached {
+            Some(m) => m,
+            None => {
+                let ak = self.engine.audit_key().await?;
+                let k = SecretBytes::new(
+                    hmac_sha256(ak.expose_secret(), b"lockbox/v1/audit/hmac").to_vec(),
+                );
+                let m = hmac_sha256(k.expose_secret(), value);
+                if let Ok(mut slot) = self.hmac_key.write() {
+                    *slot = Some(k);
+                }
+                m
+            }
+        };
+        Ok(format!(
+            "hmac-sha256:{}",
+            mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ))
+    }
+
+    /// Forgets the HMAC key (on seal).
+    pub(crate) fn forget(&self) {
+        if let Ok(mut k) = self.hmac_key.write() {
+            *k = None;
+        }
+    }
+
+    /// Records an entry. Fail closed: waits until it is written and
+    /// returns `false` if it was not. Fail open: queues it if there is room.
+    pub(crate) async fn record(&self, entry: Map<String, Value>) -> bool {
+        if self.cfg.fail_open {
+            if self.tx.try_send(Job { entry, ack: None }).is_err() {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            return true;
+        }
+        let (ack, done) = oneshot::channel();
+        let job = Job {
+            entry,
+            ack: Some(ack),
+        };
+        let written = async {
+            self.tx.send(job).await.ok()?;
+            done.await.ok()
+        };
+        match tokio::time::timeout(self.cfg.timeout, written).await {
+            Ok(Some(true)) => true,
+            _ => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.healthy.store(false, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// The file sink: the open file, its size and age.
+struct FileSink {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    opened: Instant,
+}
+
+impl FileSink {
+    fn open(path: &Path) -> std::io::Result<FileSink> {
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let file = o.open(path)?;
+        let meta = file.metadata()?;
+        let size = if meta.is_file() { meta.len() } else { 0 };
+        Ok(FileSink {
+            path: path.to_owned(),
+            file,
+            size,
+            opened: Instant::now(),
+        })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if !std::fs::metadata(&self.path)?.is_file() {
+            return Ok(());
+        }
+        self.file.sync_all()?;
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{ms:015}"));
+        std::fs::rename(&self.path, PathBuf::from(name))?;
+        *self = FileSink::open(&self.path)?;
+        Ok(())
+    }
+}
+
+/// The last line of a file (the previous run's last entry), if any.
+fn last_line(path: &Path) -> Option<String> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+}
+
+/// The files of a file sink, oldest first: `FILE.<unix-ms>` then `FILE`.
+#[must_use]
+pub fn trail_files(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            let mut rotated: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .and_then(|n| n.strip_prefix(&prefix).map(|s| s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty()))
+                        .unwrap_or(false)
+                })
+                .collect();
+            rotated.sort();
+            out.extend(rotated);
+        }
+    }
+    if path.exists() {
+        out.push(path.to_owned());
+    }
+    out
+}
+
+struct Writer {
+    engine: Engine,
+    cfg: AuditConfig,
+    chain: Option<(String, AuditChain)>,
+    file: Option<FileSink>,
+    /// The last entry written: (segment, seq, mac).
+    last: Option<(String, u64, String)>,
+    anchor_at: Instant,
+    auditor: std::sync::Weak<Auditor>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(256);
+        while let Some(job) = rx.recv().await {
+            batch.push(job);
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let ok = self.write(&mut batch).await;
+            if let Some(a) = self.auditor.upgrade() {
+                a.healthy.store(ok, Ordering::Relaxed);
+                if !ok {
+                    a.failures
+                        .fetch_add(batch.iter().filter(|j| j.ack.is_none()).count() as u64, Ordering::Relaxed);
+                }
+            }
+            for j in batch.drain(..) {
+                if let Some(ack) = j.ack {
+                    let _ = ack.send(ok);
+                }
+            }
+        }
+        // Queue closed (shutdown): leave an exact anchor.
+        let _ = self.write_anchor().await;
+        if let Some(f) = &self.file {
+            let _ = f.file.sync_all();
+        }
+    }
+
+    /// Opens a new segment, linked to the last entry written.
+    async fn new_segment(&mut self) -> Result<Vec<Map<String, Value>>, ()> {
+        let key = self.engine.audit_key().await.map_err(|_| ())?;
+        if self.file.is_none() {
+            if let Some(p) = &self.cfg.file {
+                if self.last.is_none() {
+                    // Link to the previous run's last entry in the file.
+                    if let Some(l) = last_line(p) {
+                        if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&l) {
+                            if let (Some(s), Some(q), Some(mac)) = (
+                                m.get("seg").and_then(Value::as_str),
+                                m.get("seq").and_then(Value::as_u64),
+                                m.get("mac").and_then(Value::as_str),
+                            ) {
+                                self.last = Some((s.to_owned(), q, mac.to_owned()));
+                            }
+                        }
+                    }
+                }
+                self.file = Some(FileSink::open(p).map_err(|e| {
+                    eprintln!("lockbox: audit file {}: {e}", p.display());
+                })?);
+            }
+        }
+        let mut id = [0u8; 12];
+        lockbox_core::fill_random(&mut id).map_err(|_| ())?;
+        let seg = b64url_encode(&id);
+        let prev = self
+            .last
+            .as_ref()
+            .map(|(s, q, m)| (s.as_str(), *q, m.as_str()));
+        let (chain, entry) =
+            start_segment(&key, &seg, prev, lockbox_engine::now()).map_err(|_| ())?;
+        self.chain = Some((seg, chain));
+        match entry {
+            Value::Object(m) => Ok(vec![m]),
+            _ => Err(()),
+        }
+    }
+
+    async fn write(&mut self, batch: &mut [Job]) -> bool {
+        let mut entries = Vec::with_capacity(batch.len() + 1);
+        if self.chain.is_none() {
+            match self.new_segment().await {
+                Ok(first) => entries.extend(first),
+                Err(()) => return false,
+            }
+        }
+        entries.extend(batch.iter_mut().map(|j| std::mem::take(&mut j.entry)));
+        let Some((seg, chain)) = self.chain.as_mut() else {
+            return false;
+        };
+        let mut lines = String::new();
+        let mut rows = Vec::new();
+        let mut last = None;
+        for mut e in entries {
+            e.insert("seg".into(), Value::from(seg.as_str()));
+            let seq = chain.next_seq();
+            let time = e.get("time").and_then(Value::as_i64).unwrap_or(0);
+            let operation = e
+                .get("operation")
+                .or_else(|| e.get("event"))
+                .or_else(|| e.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let key = e.get("key").and_then(Value::as_str).map(str::to_owned);
+            let outcome = e
+                .get("outcome")
+                .and_then(Value::as_str)
+                .unwrap_or("ok")
+                .to_owned();
+            let Ok(line) = chain.append(Value::Object(e)) else {
+                return false;
+            };
+            if self.cfg.store {
+                rows.push(AuditRow {
+                    segment: seg.clone(),
+                    seq,
+                    time,
+                    operation,
+                    key,
+                    outcome,
+                    entry: line.clone(),
+                });
+            }
+            lines.push_str(&line);
+            lines.push('\n');
+            last = Some((seg.clone(), seq, chain.head()));
+        }
+        let mut ok = true;
+        if let Some(f) = self.file.as_mut() {
+            let res = f
+                .file
+                .write_all(lines.as_bytes())
+                .and_then(|()| f.file.flush());
+            match res {
+                Ok(()) => f.size += lines.len() as u64,
+                Err(e) => {
+                    eprintln!("lockbox: audit file write failed: {e}");
+                    ok = false;
+                }
+            }
+        }
+        if ok && self.cfg.stdout {
+            let mut out = std::io::stdout().lock();
+            ok = out.write_all(lines.as_bytes()).and_then(|()| out.flush()).is_ok();
+        }
+        if ok && self.cfg.store {
+            if let Err(e) = self.engine.store().audit_append(&rows).await {
+                eprintln!("lockbox: audit store write failed: {e}");
+                ok = false;
+            }
+        }
+        if !ok {
+            // The chain moved past entries that may not all be written:
+            // the next batch opens a new segment linked to the last good one.
+            self.chain = None;
+            return false;
+        }
+        self.last = last;
+        if let Some(f) = self.file.as_mut() {
+            let too_big = self.cfg.file_max_bytes > 0 && f.size >= self.cfg.file_max_bytes;
+            let too_old = !self.cfg.file_max_age.is_zero() && f.opened.elapsed() >= self.cfg.file_max_age;
+            if too_big || too_old {
+                if let Err(e) = f.rotate() {
+                    eprintln!("lockbox: audit file rotation failed: {e}");
+                }
+            }
+        }
+        if self.anchor_at.elapsed() >= Duration::from_secs(1) {
+            let _ = self.write_anchor().await;
+        }
+        true
+    }
+
+    async fn write_anchor(&mut self) -> Result<(), EngineError> {
+        self.anchor_at = Instant::now();
+        let Some((seg, seq, mac)) = &self.last else {
+            return Ok(());
+        };
+        let v = json!({ "entries": seq + 1, "head": mac });
+        let body = v.to_string();
+        let mut sinks = Vec::new();
+        if let Some(p) = &self.cfg.file {
+            sinks.push(sink_name(Some(p)));
+        }
+        if self.cfg.store {
+            sinks.push(sink_name(None));
+        }
+        for s in sinks {
+            self.engine
+                .store()
+                .meta_put(&anchor_key(&s, seg), body.as_bytes())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole file sink (all rotated files, oldest first) and the
+/// store's anchors, and verifies the trail.
+///
+/// # Errors
+/// A message for unreadable files; the verification failure.
+pub async fn verify_file_sink(
+    engine: &Engine,
+    path: &Path,
+) -> Result<Vec<lockbox_core::audit::SegmentReport>, String> {
+    let key = engine.audit_key().await.map_err(|e| e.to_string())?;
+    let anchors = anchors(engine, &sink_name(Some(path)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut texts = Vec::new();
+    for f in trail_files(path) {
+        let t = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        texts.push((name, t));
+    }
+    if texts.is_empty() {
+        return Err(format!("no audit file at {}", path.display()));
+    }
+    let lines = texts
+        .iter()
+        .flat_map(|(n, t)| t.lines().enumerate().map(move |(i, l)| (n.as_str(), i + 1, l)));
+    lockbox_core::audit::verify_trail(&key, lines, &anchors, true).map_err(|f| f.to_string())
+}
+
+/// Verifies the store sink, segment by segment (servers sharing a store
+/// write their own segments, so segments are not linked to each other).
+///
+/// # Errors
+/// As [`verify_file_sink`].
+pub async fn verify_store_sink(
+    engine: &Engine,
+) -> Result<Vec<lockbox_core::audit::SegmentReport>, String> {
+    let key = engine.audit_key().await.map_err(|e| e.to_string())?;
+    let anchors = anchors(engine, "store").await.map_err(|e| e.to_string())?;
+    let mut rows = engine
+        .store()
+        .audit_query(&lockbox_store::AuditFilter {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    rows.sort_by(|a, b| (&a.segment, a.seq).cmp(&(&b.segment, b.seq)));
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("store:{}", r.segment))
+        .collect();
+    let lines = rows
+        .iter()
+        .zip(&labels)
+        .map(|(r, l)| (l.as_str(), usize::try_from(r.seq).unwrap_or(usize::MAX), r.entry.as_str()));
+    lockbox_core::audit::verify_trail(&key, lines, &anchors, false).map_err(|f| f.to_string())
+}
+
+fn reports_json(r: &[lockbox_core::audit::SegmentReport]) -> Value {
+    Value::Array(
+        r.iter()
+            .map(|s| json!({"segment": s.segment, "entries": s.entries, "starts_at": s.starts_at}))
+            .collect(),
+    )
+}
+
+/// `/v1/sys/audit[/verify|/query]` and `/v1/sys/audit-hash`.
+pub(crate) async fn endpoint(
+    st: &crate::AppState,
+    r: &crate::Req,
+    rest: &[&str],
+) -> crate::ApiResult {
+    use axum::http::{Method, StatusCode};
+    let Some(a) = &st.audit else {
+        return Err(crate::ApiError::bad(
+            "no audit log is configured (serve --audit-file, --audit-stdout or --audit-store)",
+        ));
+    };
+    match (rest, &r.method) {
+        ([], &Method::GET) => {
+            let c = &a.cfg;
+            crate::ok(json!({
+                "file": c.file.as_ref().map(|p| p.display().to_string()),
+                "file_max_bytes": c.file_max_bytes,
+                "file_max_age_seconds": c.file_max_age.as_secs(),
+                "stdout": c.stdout,
+                "store": c.store,
+                "fail_open": c.fail_open,
+                "queue": c.queue,
+                "healthy": a.healthy(),
+                "write_failures": a.failures.load(Ordering::Relaxed),
+            }))
+        }
+        (["verify"], &Method::POST | &Method::PUT) => {
+            let mut out = Map::new();
+            let mut ok = true;
+            if let Some(p) = &a.cfg.file {
+                match verify_file_sink(&st.engine, p).await {
+                    Ok(rep) => {
+                        out.insert("file".into(), json!({"ok": true, "segments": reports_json(&rep)}));
+                    }
+                    Err(e) => {
+                        ok = false;
+                        out.insert("file".into(), json!({"ok": false, "error": e}));
+                    }
+                }
+            }
+            if a.cfg.store {
+                match verify_store_sink(&st.engine).await {
+                    Ok(rep) => {
+                        out.insert("store".into(), json!({"ok": true, "segments": reports_json(&rep)}));
+                    }
+                    Err(e) => {
+                        ok = false;
+                        out.insert("store".into(), json!({"ok": false, "error": e}));
+                    }
+                }
+            }
+            out.insert("ok".into(), Value::from(ok));
+            crate::ok(Value::Object(out))
+        }
+        (["query"], &Method::POST | &Method::PUT | &Method::GET) => {
+            if !a.cfg.store {
+                return Err(crate::ApiError::bad(
+                    "queries need the store sink (serve --audit-store)",
+                ));
+            }
+            let b = &r.body;
+            let text = |n: &str| -> Result<Option<String>, crate::ApiError> { crate::field_str(b, n) };
+            let int = |n: &str| -> Result<Option<i64>, crate::ApiError> {
+                match b.get(n) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => v
+                        .as_i64()
+                        .map(Some)
+                        .ok_or_else(|| crate::ApiError::bad(format!("{n} must be an integer (Unix seconds)"))),
+                }
+            };
+            let outcome = text("outcome")?;
+            if let Some(o) = &outcome {
+                if o != "ok" && o != "error" {
+                    return Err(crate::ApiError::bad("outcome must be ok or error"));
+                }
+            }
+            let limit = match int("limit")? {
+                None => 1000,
+                Some(l) if (1..=100_000).contains(&l) => usize::try_from(l).unwrap_or(1000),
+                Some(_) => return Err(crate::ApiError::bad("limit must be 1 to 100000")),
+            };
+            let rows = st
+                .engine
+                .store()
+                .audit_query(&lockbox_store::AuditFilter {
+                    key: text("key")?,
+                    since: int("since")?,
+                    until: int("until")?,
+                    outcome,
+                    segment: text("segment")?,
+                    limit,
+                })
+                .await
+                .map_err(|e| crate::ApiError::from_engine(e.into()))?;
+            let entries: Vec<Value> = rows
+                .iter()
+                .filter_map(|r| serde_json::from_str(&r.entry).ok())
+                .collect();
+            crate::ok(json!({ "entries": entries }))
+        }
+        _ => Err(crate::ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
+    }
+}
