@@ -267,7 +267,11 @@ pub struct TrailFailure {
 impl std::fmt::Display for TrailFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.seq {
-            Some(s) => write!(f, "audit trail broken at {} (seq {s}): {}", self.at, self.reason),
+            Some(s) => write!(
+                f,
+                "audit trail broken at {} (seq {s}): {}",
+                self.at, self.reason
+            ),
             None => write!(f, "audit trail broken at {}: {}", self.at, self.reason),
         }
     }
@@ -370,10 +374,16 @@ pub fn verify_trail<'a>(
                 ));
             }
             if m.get("type").and_then(Value::as_str) != Some("segment") {
-                return Err(fail(Some(seq), "a segment must start with its segment entry".into()));
+                return Err(fail(
+                    Some(seq),
+                    "a segment must start with its segment entry".into(),
+                ));
             }
             if done.iter().any(|d| d.segment == seg) {
-                return Err(fail(Some(seq), format!("segment {seg} appears twice (entries were moved)")));
+                return Err(fail(
+                    Some(seq),
+                    format!("segment {seg} appears twice (entries were moved)"),
+                ));
             }
             if let Some(last) = done.last().filter(|_| check_links) {
                 let link = m.get("prev");
@@ -456,9 +466,9 @@ pub fn verify_trail<'a>(
             }
             Some(d) if d.entries < a.entries => {
                 return Err(end(format!(
-                    "segment {} has {} entries where the anchor records {}: the trail was truncated",
-                    a.segment, d.entries, a.entries
-                )))
+                "segment {} has {} entries where the anchor records {}: the trail was truncated",
+                a.segment, d.entries, a.entries
+            )))
             }
             Some(d) if d.entries == a.entries && !ct_eq(d.head.as_bytes(), a.head.as_bytes()) => {
                 return Err(end(format!(

@@ -22,7 +22,10 @@ use crate::secret::{ct_eq, SecretBytes};
 #[must_use]
 pub fn sign(secret: &[u8], timestamp: i64, delivery_id: &str, body: &[u8]) -> String {
     let ts = timestamp.to_string();
-    let mac = hmac_sha256_parts(secret, &[ts.as_bytes(), b".", delivery_id.as_bytes(), b".", body]);
+    let mac = hmac_sha256_parts(
+        secret,
+        &[ts.as_bytes(), b".", delivery_id.as_bytes(), b".", body],
+    );
     format!("v1={}", crate::encoding::hex_encode(&mac))
 }
 
@@ -134,9 +137,12 @@ mod tests {
         let now = 1_800_000_000;
         let sig = sign(secret, now, "d1", body);
         let mut v = Verifier::new(SecretBytes::from_slice(secret), 300);
-        v.verify(&sig, &now.to_string(), "d1", body, now + 10).unwrap();
+        v.verify(&sig, &now.to_string(), "d1", body, now + 10)
+            .unwrap();
         // Replay of the same delivery.
-        let e = v.verify(&sig, &now.to_string(), "d1", body, now + 20).unwrap_err();
+        let e = v
+            .verify(&sig, &now.to_string(), "d1", body, now + 20)
+            .unwrap_err();
         assert!(e.to_string().contains("replayed"), "{e}");
         // Tampered body, id or timestamp.
         let sig2 = sign(secret, now, "d2", body);
@@ -154,10 +160,14 @@ mod tests {
         );
         // Stale and future.
         let old = sign(secret, now - 1000, "d4", body);
-        let e = v.verify(&old, &(now - 1000).to_string(), "d4", body, now).unwrap_err();
+        let e = v
+            .verify(&old, &(now - 1000).to_string(), "d4", body, now)
+            .unwrap_err();
         assert!(e.to_string().contains("stale"), "{e}");
         let fut = sign(secret, now + 1000, "d5", body);
-        let e = v.verify(&fut, &(now + 1000).to_string(), "d5", body, now).unwrap_err();
+        let e = v
+            .verify(&fut, &(now + 1000).to_string(), "d5", body, now)
+            .unwrap_err();
         assert!(e.to_string().contains("future"), "{e}");
         // Wrong secret; malformed headers.
         let other = sign(b"another-secret", now, "d6", body);
@@ -165,7 +175,9 @@ mod tests {
             v.verify(&other, &now.to_string(), "d6", body, now),
             Err(Error::AuthenticationFailed)
         );
-        assert!(v.verify("v2=00", &now.to_string(), "d7", body, now).is_err());
+        assert!(v
+            .verify("v2=00", &now.to_string(), "d7", body, now)
+            .is_err());
         assert!(v.verify(&sig2, "yesterday", "d2", body, now).is_err());
     }
 }

@@ -125,7 +125,10 @@ pub async fn anchors(engine: &Engine, sink: &str) -> Result<Vec<Anchor>, EngineE
 
 impl Auditor {
     /// Starts the writer task (it gets the audit key once unsealed).
-    pub(crate) fn start(engine: Engine, cfg: AuditConfig) -> (Arc<Auditor>, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(
+        engine: Engine,
+        cfg: AuditConfig,
+    ) -> (Arc<Auditor>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let a = Arc::new(Auditor {
             tx,
@@ -292,7 +295,10 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .map(|n| n.to_string_lossy())
-                        .and_then(|n| n.strip_prefix(&prefix).map(|s| s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty()))
+                        .and_then(|n| {
+                            n.strip_prefix(&prefix)
+                                .map(|s| s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty())
+                        })
                         .unwrap_or(false)
                 })
                 .collect();
@@ -332,8 +338,10 @@ impl Writer {
             if let Some(a) = self.auditor.upgrade() {
                 a.healthy.store(ok, Ordering::Relaxed);
                 if !ok {
-                    a.failures
-                        .fetch_add(batch.iter().filter(|j| j.ack.is_none()).count() as u64, Ordering::Relaxed);
+                    a.failures.fetch_add(
+                        batch.iter().filter(|j| j.ack.is_none()).count() as u64,
+                        Ordering::Relaxed,
+                    );
                 }
             }
             for j in batch.drain(..) {
@@ -455,7 +463,10 @@ impl Writer {
         }
         if ok && self.cfg.stdout {
             let mut out = std::io::stdout().lock();
-            ok = out.write_all(lines.as_bytes()).and_then(|()| out.flush()).is_ok();
+            ok = out
+                .write_all(lines.as_bytes())
+                .and_then(|()| out.flush())
+                .is_ok();
         }
         if ok && self.cfg.store {
             if let Err(e) = self.engine.store().audit_append(&rows).await {
@@ -472,7 +483,8 @@ impl Writer {
         self.last = last;
         if let Some(f) = self.file.as_mut() {
             let too_big = self.cfg.file_max_bytes > 0 && f.size >= self.cfg.file_max_bytes;
-            let too_old = !self.cfg.file_max_age.is_zero() && f.opened.elapsed() >= self.cfg.file_max_age;
+            let too_old =
+                !self.cfg.file_max_age.is_zero() && f.opened.elapsed() >= self.cfg.file_max_age;
             if too_big || too_old {
                 if let Err(e) = f.rotate() {
                     eprintln!("lockbox: audit file rotation failed: {e}");
@@ -533,9 +545,11 @@ pub async fn verify_file_sink(
     if texts.is_empty() {
         return Err(format!("no audit file at {}", path.display()));
     }
-    let lines = texts
-        .iter()
-        .flat_map(|(n, t)| t.lines().enumerate().map(move |(i, l)| (n.as_str(), i + 1, l)));
+    let lines = texts.iter().flat_map(|(n, t)| {
+        t.lines()
+            .enumerate()
+            .map(move |(i, l)| (n.as_str(), i + 1, l))
+    });
     lockbox_core::audit::verify_trail(&key, lines, &anchors, true).map_err(|f| f.to_string())
 }
 
@@ -562,10 +576,13 @@ pub async fn verify_store_sink(
         .iter()
         .map(|r| format!("store:{}", r.segment))
         .collect();
-    let lines = rows
-        .iter()
-        .zip(&labels)
-        .map(|(r, l)| (l.as_str(), usize::try_from(r.seq).unwrap_or(usize::MAX), r.entry.as_str()));
+    let lines = rows.iter().zip(&labels).map(|(r, l)| {
+        (
+            l.as_str(),
+            usize::try_from(r.seq).unwrap_or(usize::MAX),
+            r.entry.as_str(),
+        )
+    });
     lockbox_core::audit::verify_trail(&key, lines, &anchors, false).map_err(|f| f.to_string())
 }
 
@@ -610,7 +627,10 @@ pub(crate) async fn endpoint(
             if let Some(p) = &a.cfg.file {
                 match verify_file_sink(&st.engine, p).await {
                     Ok(rep) => {
-                        out.insert("file".into(), json!({"ok": true, "segments": reports_json(&rep)}));
+                        out.insert(
+                            "file".into(),
+                            json!({"ok": true, "segments": reports_json(&rep)}),
+                        );
                     }
                     Err(e) => {
                         ok = false;
@@ -621,7 +641,10 @@ pub(crate) async fn endpoint(
             if a.cfg.store {
                 match verify_store_sink(&st.engine).await {
                     Ok(rep) => {
-                        out.insert("store".into(), json!({"ok": true, "segments": reports_json(&rep)}));
+                        out.insert(
+                            "store".into(),
+                            json!({"ok": true, "segments": reports_json(&rep)}),
+                        );
                     }
                     Err(e) => {
                         ok = false;
@@ -639,14 +662,14 @@ pub(crate) async fn endpoint(
                 ));
             }
             let b = &r.body;
-            let text = |n: &str| -> Result<Option<String>, crate::ApiError> { crate::field_str(b, n) };
+            let text =
+                |n: &str| -> Result<Option<String>, crate::ApiError> { crate::field_str(b, n) };
             let int = |n: &str| -> Result<Option<i64>, crate::ApiError> {
                 match b.get(n) {
                     None | Some(Value::Null) => Ok(None),
-                    Some(v) => v
-                        .as_i64()
-                        .map(Some)
-                        .ok_or_else(|| crate::ApiError::bad(format!("{n} must be an integer (Unix seconds)"))),
+                    Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                        crate::ApiError::bad(format!("{n} must be an integer (Unix seconds)"))
+                    }),
                 }
             };
             let outcome = text("outcome")?;
@@ -679,6 +702,9 @@ pub(crate) async fn endpoint(
                 .collect();
             crate::ok(json!({ "entries": entries }))
         }
-        _ => Err(crate::ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
+        _ => Err(crate::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unsupported path",
+        )),
     }
 }

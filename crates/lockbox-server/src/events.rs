@@ -95,7 +95,9 @@ impl Events {
                 "body": Value::Object(entry),
             });
             if tx.try_send(delivery).is_err() {
-                self.metrics.webhook_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .webhook_failures
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -126,7 +128,8 @@ async fn deliver(cfg: WebhookConfig, mut rx: mpsc::Receiver<Value>, metrics: Arc
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
             let ts = lockbox_engine::now();
-            let sig = lockbox_core::webhook::sign(cfg.secret.expose_secret(), ts, &id, body.as_bytes());
+            let sig =
+                lockbox_core::webhook::sign(cfg.secret.expose_secret(), ts, &id, body.as_bytes());
             let res = http
                 .post(&cfg.url)
                 .header("content-type", "application/json")
@@ -143,7 +146,10 @@ async fn deliver(cfg: WebhookConfig, mut rx: mpsc::Receiver<Value>, metrics: Arc
         }
         if !delivered {
             metrics.webhook_failures.fetch_add(1, Ordering::Relaxed);
-            eprintln!("lockbox: webhook delivery {id} failed after {} attempts", cfg.attempts);
+            eprintln!(
+                "lockbox: webhook delivery {id} failed after {} attempts",
+                cfg.attempts
+            );
         }
     }
 }

@@ -495,7 +495,13 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
                     None,
                 ),
                 Ok(bytes) => {
-                    match Req::parse(&st.cfg, parts.method.clone(), &parts.uri, &parts.headers, &bytes) {
+                    match Req::parse(
+                        &st.cfg,
+                        parts.method.clone(),
+                        &parts.uri,
+                        &parts.headers,
+                        &bytes,
+                    ) {
                         Ok(mut r) => {
                             let resp = dispatch(&st, &mut r)
                                 .await
@@ -506,7 +512,16 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
                     }
                 }
             };
-            finish(&st, resp, r.as_ref(), &parts.method, parts.uri.path(), t0, &rid).await
+            finish(
+                &st,
+                resp,
+                r.as_ref(),
+                &parts.method,
+                parts.uri.path(),
+                t0,
+                &rid,
+            )
+            .await
         })
         .await
 }
@@ -515,7 +530,10 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
 /// only while unsealed (the audit key is sealed with everything else).
 fn audited(st: &AppState, seg: &[String]) -> bool {
     let probe = matches!(
-        seg.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        seg.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
         ["sys", "health"] | ["sys", "seal-status"] | ["openapi.json"]
     );
     !probe && !st.engine.is_sealed()
@@ -538,11 +556,20 @@ async fn audit_entry(
     e.insert("request_id".into(), Value::from(rid));
     e.insert("method".into(), Value::from(method.as_str()));
     e.insert("operation".into(), Value::from(op.operation.as_str()));
-    e.insert("mount".into(), op.mount.clone().map_or(Value::Null, Value::from));
-    e.insert("key".into(), op.key.clone().map_or(Value::Null, Value::from));
+    e.insert(
+        "mount".into(),
+        op.mount.clone().map_or(Value::Null, Value::from),
+    );
+    e.insert(
+        "key".into(),
+        op.key.clone().map_or(Value::Null, Value::from),
+    );
     e.insert("status".into(), Value::from(status.as_u16()));
     let class = metrics::error_class(status);
-    e.insert("outcome".into(), Value::from(if class.is_some() { "error" } else { "ok" }));
+    e.insert(
+        "outcome".into(),
+        Value::from(if class.is_some() { "error" } else { "ok" }),
+    );
     e.insert("error_class".into(), class.map_or(Value::Null, Value::from));
     e.insert(
         "duration_us".into(),
@@ -651,7 +678,10 @@ async fn finish(
     if let Ok(v) = HeaderValue::from_str(rid) {
         h.insert("x-request-id", v);
     }
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",
@@ -699,7 +729,16 @@ async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
             if let Some(a) = &st.audit {
                 if !a.fail_open() && !a.healthy() {
                     let op = metrics::classify(&r.segments, r.method.as_str(), None);
-                    let mut e = audit_entry(a, Some(r), &op, &r.method, StatusCode::ACCEPTED, std::time::Instant::now(), &request_id()).await;
+                    let mut e = audit_entry(
+                        a,
+                        Some(r),
+                        &op,
+                        &r.method,
+                        StatusCode::ACCEPTED,
+                        std::time::Instant::now(),
+                        &request_id(),
+                    )
+                    .await;
                     e.insert("type".into(), Value::from("request-pending"));
                     if !a.record(e).await {
                         return Err(ApiError::new(
@@ -761,26 +800,24 @@ async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
                     st.events.emit(kind, data).await;
                     no_content()
                 }
-                ["auth", "token", rest @ ..] => auth::token(st, &r, rest).await,
-                ["sys", "policies", "acl"] | ["sys", "policy"] => {
-                    auth::policies(st, &r, None).await
-                }
+                ["auth", "token", rest @ ..] => auth::token(st, r, rest).await,
+                ["sys", "policies", "acl"] | ["sys", "policy"] => auth::policies(st, r, None).await,
                 ["sys", "policies", "acl", name] | ["sys", "policy", name] => {
-                    auth::policies(st, &r, Some(name)).await
+                    auth::policies(st, r, Some(name)).await
                 }
-                ["sys", "mounts"] => mounts::list(st, &r).await,
+                ["sys", "mounts"] => mounts::list(st, r).await,
                 ["sys", "mounts", path @ ..] if !path.is_empty() => {
-                    mounts::change(st, &r, &path.join("/")).await
+                    mounts::change(st, r, &path.join("/")).await
                 }
                 [mount, rest @ ..] if mounts::is_transit(st, mount).await? => {
-                    transit::dispatch_mount(st, &r, mount, rest).await
+                    transit::dispatch_mount(st, r, mount, rest).await
                 }
                 ["lockbox", "records", rest @ ..]
                     if matches!(r.method, Method::POST | Method::PUT) =>
                 {
-                    records::dispatch(st, &r, rest).await
+                    records::dispatch(st, r, rest).await
                 }
-                ["lockbox", rest @ ..] => transit::native(st, &r, rest).await,
+                ["lockbox", rest @ ..] => transit::native(st, r, rest).await,
                 _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
             }
         }

@@ -23,14 +23,50 @@ pub(crate) struct Op {
 /// Operations whose names are known (others are reported as `other`, so
 /// label values stay bounded).
 const KNOWN_OPS: &[&str] = &[
-    "encrypt", "decrypt", "rewrap", "datakey", "hmac", "sign", "verify", "hash", "random",
-    "export", "backup", "restore", "cache-config", "keys", "keys.read", "keys.create",
-    "keys.delete", "keys.list", "keys.rotate", "keys.config", "keys.trim", "lockbox.encrypt",
-    "lockbox.decrypt", "lockbox.records.encrypt", "lockbox.records.decrypt",
-    "lockbox.records.search", "lockbox.keys.destroy", "lockbox.keys.restore",
-    "lockbox.keys.backup", "lockbox.keys.import", "lockbox.restore", "sys.health",
-    "sys.seal-status", "sys.init", "sys.unseal", "sys.seal", "sys.mounts", "sys.policies",
-    "sys.policy", "sys.audit", "sys.audit-hash", "sys.metrics", "sys.events", "auth.token",
+    "encrypt",
+    "decrypt",
+    "rewrap",
+    "datakey",
+    "hmac",
+    "sign",
+    "verify",
+    "hash",
+    "random",
+    "export",
+    "backup",
+    "restore",
+    "cache-config",
+    "keys",
+    "keys.read",
+    "keys.create",
+    "keys.delete",
+    "keys.list",
+    "keys.rotate",
+    "keys.config",
+    "keys.trim",
+    "lockbox.encrypt",
+    "lockbox.decrypt",
+    "lockbox.records.encrypt",
+    "lockbox.records.decrypt",
+    "lockbox.records.search",
+    "lockbox.keys.destroy",
+    "lockbox.keys.restore",
+    "lockbox.keys.backup",
+    "lockbox.keys.import",
+    "lockbox.restore",
+    "sys.health",
+    "sys.seal-status",
+    "sys.init",
+    "sys.unseal",
+    "sys.seal",
+    "sys.mounts",
+    "sys.policies",
+    "sys.policy",
+    "sys.audit",
+    "sys.audit-hash",
+    "sys.metrics",
+    "sys.events",
+    "auth.token",
     "openapi",
 ];
 
@@ -222,7 +258,10 @@ impl Metrics {
                 *o.entry((name.to_owned(), k.clone())).or_default() += items.max(1);
             }
         }
-        let is_decrypt = matches!(name, "decrypt" | "lockbox.decrypt" | "lockbox.records.decrypt");
+        let is_decrypt = matches!(
+            name,
+            "decrypt" | "lockbox.decrypt" | "lockbox.records.decrypt"
+        );
         // Client mistakes that are not decryptions (403, 404...) do not count.
         let failed = is_decrypt && status == StatusCode::BAD_REQUEST;
         if !is_decrypt || !(status.is_success() || failed) {
@@ -266,7 +305,11 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub(crate) async fn render(&self, engine: &Engine, audit_failures: u64) -> String {
         let mut out = String::new();
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
         out.push_str("# HELP encryption_operations_total Cryptographic operations (batch items count one each) by type and key.\n# TYPE encryption_operations_total counter\n");
         if let Ok(o) = self.ops.lock() {
             let mut v: Vec<_> = o.iter().collect();
@@ -303,7 +346,11 @@ impl Metrics {
                         .latest_version
                         .saturating_sub(k.min_decryption_version.max(1))
                         + 1;
-                    let _ = writeln!(versions, "key_versions_active{{key=\"{}\"}} {active}", esc(&n));
+                    let _ = writeln!(
+                        versions,
+                        "key_versions_active{{key=\"{}\"}} {active}",
+                        esc(&n)
+                    );
                 }
             }
         }
@@ -311,7 +358,11 @@ impl Metrics {
         let na = self.cert_not_after.load(Ordering::Relaxed);
         out.push_str("# HELP certificate_expiry_seconds Seconds until the TLS certificate expires (absent without TLS).\n# TYPE certificate_expiry_seconds gauge\n");
         if na != 0 {
-            let _ = writeln!(out, "certificate_expiry_seconds {}", na - lockbox_engine::now());
+            let _ = writeln!(
+                out,
+                "certificate_expiry_seconds {}",
+                na - lockbox_engine::now()
+            );
         }
         out.push_str("# HELP request_duration_seconds Request latency by operation.\n# TYPE request_duration_seconds histogram\n");
         if let Ok(l) = self.latency.lock() {
@@ -330,8 +381,16 @@ impl Metrics {
                     "request_duration_seconds_bucket{{operation=\"{op}\",le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(out, "request_duration_seconds_sum{{operation=\"{op}\"}} {}", h.sum);
-                let _ = writeln!(out, "request_duration_seconds_count{{operation=\"{op}\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "request_duration_seconds_sum{{operation=\"{op}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "request_duration_seconds_count{{operation=\"{op}\"}} {}",
+                    h.count
+                );
             }
         }
         out.push_str("# HELP audit_write_failures_total Audit entries that could not be written.\n# TYPE audit_write_failures_total counter\n");

@@ -81,7 +81,9 @@ pub(crate) fn audit_cmd(c: AuditCommand, g: &Global) -> CliResult<Vec<u8>> {
         let out = match (c, &t) {
             (AuditCommand::Verify { file, store_sink }, Target::Local(e)) => {
                 if file.is_none() && !store_sink {
-                    return Err(CliError::new("say what to verify: --file FILE and/or --store-sink"));
+                    return Err(CliError::new(
+                        "say what to verify: --file FILE and/or --store-sink",
+                    ));
                 }
                 let mut report = serde_json::Map::new();
                 let mut bad = Vec::new();
@@ -224,8 +226,14 @@ pub(crate) fn webhook_cmd(c: WebhookCommand) -> CliResult<Vec<u8>> {
             }
         }
     }
-    v.verify(&signature, &timestamp, &delivery, &body, lockbox_engine::now())
-        .map_err(|e| CliError::new(format!("webhook delivery refused: {e}")))?;
+    v.verify(
+        &signature,
+        &timestamp,
+        &delivery,
+        &body,
+        lockbox_engine::now(),
+    )
+    .map_err(|e| CliError::new(format!("webhook delivery refused: {e}")))?;
     if let Some(f) = &seen_file {
         let text: String = v
             .seen()

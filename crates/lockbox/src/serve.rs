@@ -102,12 +102,16 @@ fn audit_config(a: &ServeArgs) -> Result<lockbox_server::audit::AuditConfig, Cli
     })
 }
 
-fn webhook_config(a: &ServeArgs) -> Result<Option<lockbox_server::events::WebhookConfig>, CliError> {
+fn webhook_config(
+    a: &ServeArgs,
+) -> Result<Option<lockbox_server::events::WebhookConfig>, CliError> {
     let Some(url) = &a.webhook_url else {
         return Ok(None);
     };
     if !url.starts_with("http://") && !url.starts_with("https://") {
-        return Err(CliError::new("--webhook-url must be an http:// or https:// URL"));
+        return Err(CliError::new(
+            "--webhook-url must be an http:// or https:// URL",
+        ));
     }
     let file = a
         .webhook_secret_file
@@ -115,7 +119,9 @@ fn webhook_config(a: &ServeArgs) -> Result<Option<lockbox_server::events::Webhoo
         .ok_or_else(|| CliError::new("--webhook-url needs --webhook-secret-file"))?;
     let secret = crate::read_secret_file(file, "webhook secret")?;
     if secret.len() < 16 {
-        return Err(CliError::new("the webhook secret must be at least 16 characters"));
+        return Err(CliError::new(
+            "the webhook secret must be at least 16 characters",
+        ));
     }
     Ok(Some(lockbox_server::events::WebhookConfig {
         url: url.clone(),
