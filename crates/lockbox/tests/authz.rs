@@ -45,7 +45,8 @@ impl Api {
         let v = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: non-JSON body {text:?}"))
+            // Prometheus metrics are text; everything else is JSON.
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         (status, v)
     }
