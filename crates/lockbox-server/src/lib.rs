@@ -14,6 +14,7 @@ pub mod events;
 mod metrics;
 mod mounts;
 mod records;
+pub mod tls;
 mod transit;
 
 use std::future::Future;
@@ -144,6 +145,65 @@ pub async fn serve(
     let res = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    finish_audit(st, writer).await;
+    res
+}
+
+/// Serve HTTPS on `listener` until `shutdown` completes (see [`tls`]).
+///
+/// # Errors
+/// The certificate or key cannot be loaded; I/O errors of the listener.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    mut cfg: ServerConfig,
+    tls_cfg: tls::TlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let loaded = tls::load(&tls_cfg)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    cfg.tls = true;
+    let (st, writer) = AppState::new(engine, cfg);
+    let current = Arc::new(std::sync::RwLock::new(loaded.acceptor));
+    let (metrics, events) = (st.metrics.clone(), st.events.clone());
+    metrics.cert_not_after.store(
+        loaded.not_after.unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    {
+        let metrics = metrics.clone();
+        tls::spawn_reloader(tls_cfg, current.clone(), move |na| {
+            metrics
+                .cert_not_after
+                .store(na.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    // CERTIFICATE_EXPIRING: checked every minute, emitted at most twice a day.
+    tokio::spawn(async move {
+        let mut last: Option<std::time::Instant> = None;
+        loop {
+            let na = metrics
+                .cert_not_after
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let left = na - lockbox_engine::now();
+            let due = last.map_or(true, |t| {
+                t.elapsed() >= std::time::Duration::from_secs(12 * 3600)
+            });
+            if na != 0 && left < 30 * 86_400 && due {
+                last = Some(std::time::Instant::now());
+                events
+                    .emit(
+                        "CERTIFICATE_EXPIRING",
+                        json!({"not_after": na, "seconds_left": left, "days_left": left / 86_400}),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
+    });
+    let l = tls::TlsListener::new(listener, current)?;
+    let app = Router::new().fallback(handle).with_state(st.clone());
+    let res = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
     finish_audit(st, writer).await;
     res
 }

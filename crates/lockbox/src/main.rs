@@ -111,6 +111,9 @@ enum Command {
     /// Webhook deliveries: verify.
     #[command(subcommand)]
     Webhook(observe::WebhookCommand),
+    /// TLS endpoints: check.
+    #[command(subcommand)]
+    Tls(observe::TlsCommand),
 }
 
 #[derive(Args)]
@@ -577,6 +580,7 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Token(c) => access::token_cmd(c, g),
         Command::Audit(c) => observe::audit_cmd(c, g),
         Command::Webhook(c) => observe::webhook_cmd(c),
+        Command::Tls(c) => observe::tls_cmd(c, g),
     }
 }
 

@@ -245,3 +245,77 @@ pub(crate) fn webhook_cmd(c: WebhookCommand) -> CliResult<Vec<u8>> {
     }
     Ok(line("webhook delivery verified".into()))
 }
+
+/// TLS endpoints.
+#[derive(Subcommand)]
+pub(crate) enum TlsCommand {
+    /// Connect and report protocol, cipher suite, certificate chain and days to expiry.
+    Check {
+        /// HOST:PORT.
+        addr: String,
+        /// PEM CA bundle to verify the chain against (without it the chain is only shown).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Server name to send and verify (default: HOST).
+        #[arg(long)]
+        server_name: Option<String>,
+    },
+}
+
+pub(crate) fn tls_cmd(c: TlsCommand, g: &Global) -> CliResult<Vec<u8>> {
+    let TlsCommand::Check {
+        addr,
+        ca_file,
+        server_name,
+    } = c;
+    block_on(async {
+        let r = lockbox_server::tls::check(&addr, server_name.as_deref(), ca_file.as_deref())
+            .await
+            .map_err(CliError::new)?;
+        let now = lockbox_engine::now();
+        let chain: Vec<Value> = r
+            .chain
+            .iter()
+            .map(|(s, i, na)| {
+                json!({
+                    "subject": s,
+                    "issuer": i,
+                    "not_after": na,
+                    "days_left": na.map(|n| (n - now).div_euclid(86_400)),
+                })
+            })
+            .collect();
+        let verified = match &r.verified {
+            None => Value::Null,
+            Some(Ok(())) => Value::Bool(true),
+            Some(Err(e)) => Value::String(e.clone()),
+        };
+        let out = if g.json {
+            json_line(&json!({
+                "protocol": r.protocol, "suite": r.suite, "chain": chain, "verified": verified,
+            }))?
+        } else {
+            let mut s = format!("protocol: {}\nsuite: {}\n", r.protocol, r.suite);
+            for (i, c) in chain.iter().enumerate() {
+                s.push_str(&format!(
+                    "certificate {i}: {}\n  issuer: {}\n  expires in: {} days\n",
+                    c["subject"].as_str().unwrap_or("?"),
+                    c["issuer"].as_str().unwrap_or("?"),
+                    c["days_left"]
+                ));
+            }
+            s.push_str(&match &r.verified {
+                None => "chain: not verified (give --ca-file)\n".to_owned(),
+                Some(Ok(())) => "chain: verified\n".to_owned(),
+                Some(Err(e)) => format!("chain: NOT verified: {e}\n"),
+            });
+            s.into_bytes()
+        };
+        if let Some(Err(e)) = &r.verified {
+            return Err(CliError::new(format!(
+                "the certificate chain does not verify: {e}"
+            )));
+        }
+        Ok(out)
+    })
+}

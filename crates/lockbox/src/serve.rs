@@ -70,6 +70,42 @@ pub struct ServeArgs {
     /// File holding the webhook signing secret (required with --webhook-url).
     #[arg(long, requires = "webhook_url")]
     webhook_secret_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (reloaded on SIGHUP or change).
+    #[arg(long, env = "LOCKBOX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "LOCKBOX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle for client certificates (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Client certificates: off, optional or required (default: required with --tls-client-ca).
+    #[arg(long, requires = "tls_client_ca")]
+    tls_client_auth: Option<String>,
+}
+
+fn tls_config(a: &ServeArgs) -> Result<Option<lockbox_server::tls::TlsConfig>, CliError> {
+    use lockbox_server::tls::ClientAuth;
+    let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) else {
+        return Ok(None);
+    };
+    let client_auth = match (a.tls_client_auth.as_deref(), &a.tls_client_ca) {
+        (None, None) | (Some("off"), _) => ClientAuth::Off,
+        (None | Some("required"), Some(_)) => ClientAuth::Required,
+        (Some("optional"), Some(_)) => ClientAuth::Optional,
+        (Some(other), _) => {
+            return Err(CliError::new(format!(
+                "--tls-client-auth {other:?}: use off, optional or required"
+            )))
+        }
+    };
+    Ok(Some(lockbox_server::tls::TlsConfig {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: a.tls_client_ca.clone(),
+        client_auth,
+        watch_interval: std::time::Duration::from_secs(2),
+    }))
 }
 
 /// Bytes from `1048576`, `100K`, `100M`, `1G`.
@@ -194,7 +230,7 @@ fn production_checks(a: &ServeArgs, g: &Global, listen: SocketAddr) -> Result<()
     if g.store.is_none() {
         return Err(fail("store", "no --store / LOCKBOX_STORE given".into()));
     }
-    if !listen.ip().is_loopback() {
+    if !listen.ip().is_loopback() && a.tls_cert.is_none() {
         return Err(fail(
             "tls",
             format!("plain HTTP on non-loopback address {listen}; TLS is required"),
@@ -261,8 +297,10 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::new(format!("listener: {e}")))?;
+    let tls = tls_config(&a)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut banner = format!(
-        "Lockbox listening on http://{addr}\nStorage: {} ({})\n",
+        "Lockbox listening on {scheme}://{addr}\nStorage: {} ({})\n",
         engine.store().backend(),
         redact_url(&store_url)
     );
@@ -275,7 +313,7 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
             "\nDEV MODE: temporary store, unsealed, nothing persists.\n\
              Master key (shown once): {shown}\n\
              Root token: {token}\n\n\
-             export LOCKBOX_ADDR=http://{addr} LOCKBOX_TOKEN={token}\n"
+             export LOCKBOX_ADDR={scheme}://{addr} LOCKBOX_TOKEN={token}\n"
         ));
     } else {
         let st = engine.status().await?;
@@ -294,7 +332,7 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         token_rate_limit: a.token_rate_limit,
         audit: audit_config(&a)?,
         webhook: webhook_config(&a)?,
-        tls: false,
+        tls: tls.is_some(),
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -318,7 +356,10 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
             let _ = ctrl_c.await;
         }
     };
-    let res = lockbox_server::serve(listener, engine.clone(), cfg, shutdown).await;
+    let res = match tls {
+        Some(t) => lockbox_server::serve_tls(listener, engine.clone(), cfg, t, shutdown).await,
+        None => lockbox_server::serve(listener, engine.clone(), cfg, shutdown).await,
+    };
     let _ = engine.flush_usage().await;
     if let Some(d) = dev_dir {
         let _ = std::fs::remove_dir_all(d);
