@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The cost of the audit log and of TLS: single-item encrypt throughput at 64
+# connections against three servers measured in the same run, rounds
+# interleaved so machine noise hits all three alike:
+#   plain   HTTP, no audit
+#   audit   HTTP, file audit sink (fail closed: every answer waits for its
+#           chained entry to be written)
+#   tls     HTTPS (TLS 1.3, TLS_AES_256_GCM_SHA384, ECDSA P-256), no audit
+# Prints the median requests/s and p99 of each and the overhead against
+# plain (target: at most 15% each). Needs wrk and openssl (Debian packages).
+#
+#   bench/audit-tls.sh       (BENCH_SECONDS=6 per point, BENCH_ROUNDS=5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${BENCH_SECONDS:-6}"
+ROUNDS="${BENCH_ROUNDS:-5}"
+CONNS="${BENCH_CONNECTIONS:-64}"
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --quiet --release -p lockbox --bin lockbox
+
+WORK=$(mktemp -d)
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cd "$WORK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+  -days 30 -subj "/CN=bench CA" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.csr \
+  -subj "/CN=localhost" 2>/dev/null
+printf "subjectAltName=IP:127.0.0.1\n" > ext.cnf
+openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out tls.pem -days 30 \
+  -extfile ext.cnf 2>/dev/null
+cd - >/dev/null
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start() { # name scheme extra-args...
+  local name=$1 scheme=$2 p; shift 2; p=$(port)
+  target/release/lockbox serve --dev --dev-root-token bench --listen "127.0.0.1:$p" "$@" \
+    > "$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -sf --cacert "$WORK/ca.pem" "$scheme://127.0.0.1:$p/v1/sys/health" >/dev/null && break
+    sleep 0.1
+  done
+  curl -sf --cacert "$WORK/ca.pem" -H 'X-Vault-Token: bench' -X POST \
+    "$scheme://127.0.0.1:$p/v1/transit/keys/bench" >/dev/null
+  echo "$scheme://127.0.0.1:$p"
+}
+PLAIN=$(start plain http)
+AUDIT=$(start audit http --audit-file "$WORK/audit.log")
+TLS=$(start tls https --tls-cert "$WORK/tls.pem" --tls-key "$WORK/tls.key")
+
+FIELD=$(head -c 32 /dev/zero | tr '\0' 'B' | base64)
+cat > "$WORK/one.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["X-Vault-Token"] = "bench"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"plaintext":"$FIELD"}'
+LUA
+run() { # base-url -> "rps p99ms non2xx"
+  wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/one.lua" "$1/v1/transit/encrypt/bench" \
+    > "$WORK/wrk.txt" 2>&1
+  python3 - "$WORK/wrk.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v, u): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p99 = [ms(v, u) for v, u in re.findall(r"^\s+99%\s+([\d.]+)(us|ms|s)", t, re.M)]
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(rps, p99[0] if p99 else 0, errs.group(1) if errs else 0)
+PY
+}
+: > "$WORK/results"
+for r in $(seq "$ROUNDS"); do
+  for name in plain audit tls; do
+    case $name in plain) url=$PLAIN ;; audit) url=$AUDIT ;; tls) url=$TLS ;; esac
+    read -r RPS P99 ERR <<<"$(run "$url")"
+    echo "$name $RPS $P99 $ERR" >> "$WORK/results"
+    printf "round %d %-6s %10.0f req/s  p99 %6.2f ms  non-2xx %s\n" "$r" "$name" "$RPS" "$P99" "$ERR"
+  done
+done
+ENTRIES=$(wc -l < "$WORK/audit.log")
+echo
+echo "audit entries written by the audited server: $ENTRIES"
+python3 - "$WORK/results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {n: statistics.median(float(r[1]) for r in rows if r[0] == n) for n in ("plain", "audit", "tls")}
+p99 = {n: statistics.median(float(r[2]) for r in rows if r[0] == n) for n in med}
+print(f"{'server':8} {'median req/s':>14} {'median p99 ms':>14} {'ratio to plain':>15} {'overhead':>9}")
+for n in med:
+    ratio = med[n] / med["plain"]
+    over = 100 * (1 - ratio)
+    verdict = "" if n == "plain" else ("meets <=15%" if over <= 15 else "ABOVE 15%")
+    print(f"{n:8} {med[n]:14,.0f} {p99[n]:14.2f} {ratio:15.3f} {over:8.1f}%  {verdict}")
+PY
