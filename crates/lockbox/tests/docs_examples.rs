@@ -30,6 +30,7 @@ fn dev_server() -> DevServer {
             "root",
             "--listen",
             &listen,
+            "--audit-store",
         ])
         .env_remove("LOCKBOX_ADDR")
         .env_remove("LOCKBOX_STORE")
