@@ -237,6 +237,38 @@ def bad_token_is_forbidden():
 
 
 @case
+def tokens_and_policies():
+    # Policies through hvac's sys API (HCL text), tokens through auth.token.
+    client.secrets.transit.create_key(name="hv-scoped")
+    client.sys.create_or_update_acl_policy(
+        name="hv-app",
+        policy='path "transit/encrypt/hv-scoped" { capabilities = ["update"] }\n'
+        'path "transit/decrypt/hv-scoped" { capabilities = ["update"] }',
+    )
+    assert "hv-app" in client.sys.list_acl_policies()["data"]["keys"]
+    assert "hv-scoped" in client.sys.read_acl_policy(name="hv-app")["data"]["policy"]
+    tok = client.auth.token.create(policies=["hv-app"], ttl="1h", renewable=True)
+    scoped = hvac.Client(url=ADDR, token=tok["auth"]["client_token"])
+    assert scoped.is_authenticated()
+    me = scoped.auth.token.lookup_self()["data"]
+    assert me["policies"] == ["hv-app"] and me["accessor"] == tok["auth"]["accessor"]
+    ct = scoped.secrets.transit.encrypt_data(name="hv-scoped", plaintext=b64("scoped"))["data"]["ciphertext"]
+    assert scoped.secrets.transit.decrypt_data(name="hv-scoped", ciphertext=ct)["data"]["plaintext"] == b64("scoped")
+    # Outside its policy: Forbidden.
+    raises(exceptions.Forbidden, scoped.secrets.transit.encrypt_data, name="hv-aes", plaintext=b64("x"))
+    raises(exceptions.Forbidden, scoped.secrets.transit.list_keys)
+    raises(exceptions.Forbidden, scoped.auth.token.create, policies=["admin"], ttl="1h")
+    renewed = scoped.auth.token.renew_self(increment="2h")
+    assert renewed["auth"]["lease_duration"] > 3600
+    looked = client.auth.token.lookup_accessor(tok["auth"]["accessor"])["data"]
+    assert looked["display_name"]
+    scoped.auth.token.revoke_self()
+    raises(exceptions.Forbidden, scoped.secrets.transit.encrypt_data, name="hv-scoped", plaintext=b64("x"))
+    client.sys.delete_acl_policy(name="hv-app")
+    raises(exceptions.InvalidPath, client.sys.read_acl_policy, name="hv-app")
+
+
+@case
 def sealed_server_is_down():
     # Last: seal, then everything but sys answers 503 (hvac's VaultDown).
     client.sys.seal()
