@@ -30,6 +30,10 @@ use crate::kdf::{hmac_sha256, hmac_sha256_parts};
 use crate::secret::{ct_eq, SecretBytes};
 
 const MAC_LABEL: &[u8] = b"lockbox/v1/audit";
+
+fn b64url_encode_into_vec(data: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b64url_encode(data).as_bytes());
+}
 const RATCHET_LABEL: &[u8] = b"lockbox/v1/audit/ratchet";
 
 /// The writer's side of a chain: the current key, the next sequence number
@@ -105,10 +109,21 @@ impl AuditChain {
         };
         m.insert("seq".into(), Value::from(self.seq));
         m.remove("mac");
-        let body = canonical(&m)?;
+        // The canonical form once; the line is it with `mac` added last
+        // (verifiers re-canonicalize, so the position does not matter).
+        let mut body = serde_json::to_vec(&Value::Object(m))
+            .map_err(|_| Error::Malformed("audit entry does not serialize"))?;
         let mac = hmac_sha256_parts(&self.key, &[MAC_LABEL, &self.prev, &body]);
-        m.insert("mac".into(), Value::from(b64url_encode(&mac)));
-        let line = serde_json::to_string(&Value::Object(m))
+        if body.pop() != Some(b'}') {
+            return Err(Error::Malformed("audit entry does not serialize"));
+        }
+        if body.len() > 1 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"\"mac\":\"");
+        b64url_encode_into_vec(&mac, &mut body);
+        body.extend_from_slice(b"\"}");
+        let line = String::from_utf8(body)
             .map_err(|_| Error::Malformed("audit entry does not serialize"))?;
         let mut next = hmac_sha256(&self.key, RATCHET_LABEL);
         self.key.copy_from_slice(&next);

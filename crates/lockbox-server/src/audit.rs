@@ -147,7 +147,10 @@ impl Auditor {
             anchor_at: Instant::now(),
             auditor: Arc::downgrade(&a),
         };
-        let h = tokio::spawn(writer.run(rx));
+        // The writer runs on its own (blocking-pool) thread: sealing and
+        // file writes never stall the request workers.
+        let rt = tokio::runtime::Handle::current();
+        let h = tokio::task::spawn_blocking(move || writer.run(rx, &rt));
         (a, h)
     }
 
@@ -324,9 +327,9 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
         let mut batch = Vec::with_capacity(256);
-        while let Some(job) = rx.recv().await {
+        while let Some(job) = rx.blocking_recv() {
             batch.push(job);
             while batch.len() < 256 {
                 match rx.try_recv() {
@@ -334,7 +337,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let ok = self.write(&mut batch).await;
+            let ok = rt.block_on(self.write(&mut batch));
             if let Some(a) = self.auditor.upgrade() {
                 a.healthy.store(ok, Ordering::Relaxed);
                 if !ok {
@@ -351,7 +354,7 @@ impl Writer {
             }
         }
         // Queue closed (shutdown): leave an exact anchor.
-        let _ = self.write_anchor().await;
+        let _ = rt.block_on(self.write_anchor());
         if let Some(f) = &self.file {
             let _ = f.file.sync_all();
         }
