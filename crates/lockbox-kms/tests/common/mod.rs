@@ -252,7 +252,14 @@ pub async fn fault_server(fault: Fault) -> FaultServer {
                         500
                     }
                 };
-                let body = r#"{"__type":"KMSInternalException","message":"injected fault","errors":["injected fault"]}"#;
+                let kind = if status >= 500 {
+                    "KMSInternalException"
+                } else {
+                    "AccessDeniedException"
+                };
+                let body = format!(
+                    r#"{{"__type":"{kind}","message":"injected fault","errors":["injected fault"]}}"#
+                );
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
