@@ -8,6 +8,7 @@
 //! (`{"errors":[...]}`), one mapping from engine errors to status codes
 //! ([`ApiError::from_engine`]), and limits checked before any work.
 
+mod envelope;
 mod mounts;
 mod records;
 mod transit;
@@ -451,6 +452,7 @@ async fn dispatch(st: &AppState, r: Req) -> ApiResult {
                 {
                     records::dispatch(st, &r, rest).await
                 }
+                ["lockbox", "envelope", rest @ ..] => envelope::dispatch(st, &r, rest).await,
                 ["lockbox", rest @ ..] => transit::native(st, &r, rest).await,
                 _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
             }

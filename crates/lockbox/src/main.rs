@@ -1,5 +1,6 @@
 //! The `lockbox` command-line tool.
 
+mod envelope;
 mod serve;
 mod target;
 
@@ -97,6 +98,10 @@ enum Command {
     /// Fernet tokens, compatible with Python `cryptography`.
     #[command(subcommand)]
     Fernet(FernetCommand),
+    /// Envelope encryption (`lbxe1:`): a data key per message, wrapped by a
+    /// Lockbox key, a tenant's key and/or an AWS KMS key.
+    #[command(subcommand)]
+    Envelope(envelope::EnvelopeCommand),
 }
 
 #[derive(Args)]
@@ -559,6 +564,7 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Inspect => inspect(&read_token()?),
         Command::Keyset(k) => keyset_cmd(k),
         Command::Fernet(f) => fernet_cmd(f),
+        Command::Envelope(e) => envelope::run(e, g),
     }
 }
 

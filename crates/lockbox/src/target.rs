@@ -206,7 +206,12 @@ impl Target {
             .hint("give --store URL (e.g. sqlite://lockbox.db) for a local store, or --addr URL (or LOCKBOX_ADDR) for a server"))
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
         let Target::Remote { addr, token, http } = self else {
             return Err(CliError::new("internal: remote call on a local target"));
         };
