@@ -5,7 +5,7 @@
 //! (no padding). The body is
 //!
 //! ```text
-//! alg u8
+//! alg u8 ‖ commitment [32]
 //! ‖ ctx_count u16be   ‖ ctx_count × (klen u16be ‖ key ‖ vlen u16be ‖ value)   (sorted by key, unique, UTF-8)
 //! ‖ wrap_count u8     ‖ wrap_count × (plen u8 ‖ provider ‖ kidlen u16be ‖ key_id ‖ wlen u16be ‖ wrapped)
 //! ‖ nonce [alg.nonce_len] ‖ ciphertext ‖ tag [16]
@@ -17,7 +17,11 @@
 //! authenticated, so changing, adding or removing any of them makes
 //! decryption fail. The context is stored in clear (it is not secret; it
 //! says what the data is, like the AWS Encryption SDK's encryption
-//! context). The full specification, with vectors, is docs/FORMAT.md.
+//! context). The commitment, `HMAC-SHA256(data_key,
+//! "lockbox/v1/envelope-commitment" ‖ alg)`, makes envelopes key-committing:
+//! one envelope opens under exactly one data key, so two KEK holders cannot
+//! be shown two different plaintexts. The full specification, with
+//! vectors, is docs/FORMAT.md.
 //!
 //! This module is pure: it seals and opens with a data key the caller
 //! already has. Getting and unwrapping data keys (KMS providers, caching)
@@ -28,7 +32,8 @@ use std::collections::BTreeMap;
 use crate::aead::{AeadKey, Algorithm, TAG_LEN};
 use crate::encoding::b64url_encode_into;
 use crate::error::{Error, Result};
-use crate::secret::fill_random;
+use crate::kdf::hmac_sha256_parts;
+use crate::secret::{ct_eq, fill_random};
 
 /// Prefix of the text form.
 pub const TEXT_PREFIX: &str = "lbxe1:";
@@ -40,6 +45,15 @@ pub const MAX_CONTEXT_PAIRS: usize = 256;
 pub const MAX_WRAPPED_KEYS: usize = 16;
 /// Length of every data key (all envelope algorithms take 256-bit keys).
 pub const DATA_KEY_LEN: usize = 32;
+/// Length of the key commitment.
+pub const COMMITMENT_LEN: usize = 32;
+const COMMITMENT_LABEL: &[u8] = b"lockbox/v1/envelope-commitment";
+
+/// The commitment to `data_key` for `alg` written in the header.
+#[must_use]
+pub fn commitment(alg: Algorithm, data_key: &[u8]) -> [u8; COMMITMENT_LEN] {
+    hmac_sha256_parts(data_key, &[COMMITMENT_LABEL, &[alg.id()]])
+}
 
 /// An encryption context: non-secret key/value pairs that say what the data
 /// is (tenant, table, row id...). Sorted by key, so its encoding is canonical.
@@ -61,6 +75,8 @@ pub struct WrappedKey {
 pub struct Header {
     /// AEAD algorithm of the body.
     pub algorithm: Algorithm,
+    /// Commitment to the data key.
+    pub commitment: [u8; COMMITMENT_LEN],
     /// The encryption context (authenticated, in clear).
     pub context: Context,
     /// The data key, wrapped by each KEK (any one suffices to decrypt).
@@ -130,7 +146,12 @@ fn write_context(ctx: &Context, out: &mut Vec<u8>) -> Result<()> {
 /// # Errors
 /// [`Error::InvalidArgument`] for an algorithm that cannot be used, no or
 /// too many wrapped keys, or a field too long for its length prefix.
-pub fn encode_header(alg: Algorithm, ctx: &Context, wrapped: &[WrappedKey]) -> Result<Vec<u8>> {
+pub fn encode_header(
+    alg: Algorithm,
+    commitment: &[u8; COMMITMENT_LEN],
+    ctx: &Context,
+    wrapped: &[WrappedKey],
+) -> Result<Vec<u8>> {
     check_algorithm(alg)?;
     if wrapped.is_empty() || wrapped.len() > MAX_WRAPPED_KEYS {
         return Err(Error::InvalidArgument(format!(
@@ -142,6 +163,7 @@ pub fn encode_header(alg: Algorithm, ctx: &Context, wrapped: &[WrappedKey]) -> R
         Vec::with_capacity(64 + wrapped.iter().map(|w| w.wrapped.len() + 64).sum::<usize>());
     out.extend_from_slice(&BINARY_MAGIC);
     out.push(alg.id());
+    out.extend_from_slice(commitment);
     write_context(ctx, &mut out)?;
     out.push(
         u8::try_from(wrapped.len())
@@ -204,6 +226,8 @@ pub fn parse_binary(bytes: Vec<u8>) -> Result<Parsed> {
     let algorithm = Algorithm::from_id(read(buf, &mut pos, 1, "algorithm")?[0])?;
     check_algorithm(algorithm)
         .map_err(|_| Error::Malformed("algorithm not allowed in envelopes"))?;
+    let mut commitment = [0u8; COMMITMENT_LEN];
+    commitment.copy_from_slice(read(buf, &mut pos, COMMITMENT_LEN, "commitment")?);
     let n = read_u16(buf, &mut pos, "context count")?;
     if n > MAX_CONTEXT_PAIRS {
         return Err(Error::Malformed("too many context pairs"));
@@ -254,6 +278,7 @@ pub fn parse_binary(bytes: Vec<u8>) -> Result<Parsed> {
     Ok(Parsed {
         header: Header {
             algorithm,
+            commitment,
             context,
             wrapped_keys,
         },
@@ -303,7 +328,7 @@ fn seal_inner(
     fixed_nonce: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let aead = AeadKey::new(alg, data_key)?;
-    let mut buf = encode_header(alg, ctx, wrapped)?;
+    let mut buf = encode_header(alg, &commitment(alg, data_key), ctx, wrapped)?;
     let header_end = buf.len();
     let nl = alg.nonce_len();
     buf.reserve(nl + plaintext.len() + TAG_LEN);
@@ -423,6 +448,13 @@ impl Parsed {
             }
         }
         let aead = AeadKey::new(self.header.algorithm, data_key)?;
+        // Key commitment first: only the committed data key may open it.
+        if !ct_eq(
+            &commitment(self.header.algorithm, data_key),
+            &self.header.commitment,
+        ) {
+            return Err(Error::AuthenticationFailed);
+        }
         let Parsed {
             mut bytes,
             header_end,

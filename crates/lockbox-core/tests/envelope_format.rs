@@ -144,9 +144,10 @@ fn invalid_vectors() -> Value {
         f(&mut b);
         format!("lbxe1:{}", b64url_encode(&b))
     };
-    // Offsets in the body: alg 0, context count 1..3, "row"="7" 3..11 (key
-    // at 5..8, value at 10), "tenant"="a" 11..22 (key at 13..19), wrapped
-    // count 22, provider 24..31, key id 33..106, wrapped key 108..148.
+    // Offsets in the body: alg 0, commitment 1..33, context count 33..35,
+    // "row"="7" 35..43 (key at 37..40, value at 42), "tenant"="a" 43..54
+    // (key at 45..51), wrapped count 54, provider 56..63, key id 65..138,
+    // wrapped key 140..180.
     let mut v = vec![
         ("wrong prefix", "lbx1:AAAA".to_owned(), "unknown-prefix"),
         (
@@ -170,12 +171,17 @@ fn invalid_vectors() -> Value {
             "context keys out of order",
             with_body(&|b| {
                 // "row", "tenant" become "tow", "renant"
-                b[5] = b't';
-                b[13] = b'r';
+                b[37] = b't';
+                b[45] = b'r';
             }),
             "malformed",
         ),
-        ("zero wrapped keys", with_body(&|b| b[22] = 0), "malformed"),
+        ("zero wrapped keys", with_body(&|b| b[54] = 0), "malformed"),
+        (
+            "commitment changed",
+            with_body(&|b| b[5] ^= 1),
+            "authentication-failed",
+        ),
         (
             "truncated in the tag",
             with_body(&|b| b.truncate(b.len() - 20)),
@@ -183,17 +189,17 @@ fn invalid_vectors() -> Value {
         ),
         (
             "context value changed",
-            with_body(&|b| b[10] = b'8'),
+            with_body(&|b| b[42] = b'8'),
             "authentication-failed",
         ),
         (
             "key id changed",
-            with_body(&|b| b[60] ^= 1),
+            with_body(&|b| b[100] ^= 1),
             "authentication-failed",
         ),
         (
             "wrapped key changed",
-            with_body(&|b| b[120] ^= 1),
+            with_body(&|b| b[150] ^= 1),
             "authentication-failed",
         ),
         (
@@ -257,6 +263,7 @@ fn vector_file_decrypts() {
     let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let cases = file["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 12);
+    assert_eq!(file["invalid"].as_array().unwrap().len(), 16);
     for case in cases {
         let p = envelope::parse_text(case["ciphertext"].as_str().unwrap()).unwrap();
         let c = parse_ctx(&case["context"]);

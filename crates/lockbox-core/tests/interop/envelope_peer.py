@@ -6,6 +6,8 @@ Reads the vector file (JSON) on stdin; writes
 """
 
 import base64
+import hashlib
+import hmac
 import json
 import struct
 import sys
@@ -61,6 +63,7 @@ def parse_and_open(text, data_key):
     if alg not in ALGS:
         raise ValueError("algorithm")
     name, nonce_len = ALGS[alg]
+    commitment = take(32)
     (n,) = struct.unpack(">H", take(2))
     ctx, last = {}, None
     for _ in range(n):
@@ -83,6 +86,9 @@ def parse_and_open(text, data_key):
         (wl,) = struct.unpack(">H", take(2)); w = take(wl)
         wrapped.append({"provider": p, "key_id": kid, "wrapped": base64.b64encode(w).decode()})
     header = buf[:pos]
+    expected = hmac.new(data_key, b"lockbox/v1/envelope-commitment" + bytes([alg]), hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, commitment):
+        raise ValueError("commitment")
     nonce = take(nonce_len)
     body = buf[pos:]
     if len(body) < 16:
