@@ -330,3 +330,101 @@ fn cli_envelope_local_and_remote() {
     assert!(!ok, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Auto-unseal: the master key is held by a Transit server (another
+/// Lockbox), as Vault's auto-unseal holds it in a cloud KMS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_unseal_with_transit() {
+    let kms = common::start(&["--dev", "--dev-root-token", "kr"], &[]);
+    post(
+        &kms.addr,
+        "kr",
+        "transit/keys/unseal",
+        json!({"derived": true}),
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("lockbox-autounseal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite://{}", dir.join("l.db").display());
+    let master = String::from_utf8(cli(&["keygen-master"], &[], b"").1).unwrap();
+    // Initialize the store under the master key, with one key in it.
+    let (ok, _, err) = cli(
+        &["--store", &store, "keys", "create", "k"],
+        &[("LOCKBOX_MASTER_KEY", master.trim())],
+        b"",
+    );
+    assert!(ok, "{err}");
+    // Wrap the master key for auto-unseal under the Transit key.
+    let transit: Arc<dyn Provider> = Arc::new(
+        VaultTransitProvider::new(VaultTransitConfig::new(&kms.addr, "kr", "unseal")).unwrap(),
+    );
+    let env = Envelope::new(vec![transit]).unwrap();
+    let purpose = ctx(&[("purpose", "lockbox-root-key")]);
+    let wrap = |m: &str| {
+        let env = &env;
+        let purpose = &purpose;
+        let m = m.to_owned();
+        async move { env.encrypt("", purpose, m.as_bytes()).await.unwrap() }
+    };
+    let good = dir.join("root.env");
+    std::fs::write(&good, wrap(&master).await).unwrap();
+    let args = |f: &std::path::Path| {
+        vec![
+            "--store".to_owned(),
+            store.clone(),
+            "--auto-unseal".to_owned(),
+            f.display().to_string(),
+            "--auto-unseal-transit-addr".to_owned(),
+            kms.addr.clone(),
+            "--auto-unseal-transit-key".to_owned(),
+            "unseal".to_owned(),
+        ]
+    };
+    let a = args(&good);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    for _ in 0..2 {
+        // Unsealed at start, and again after a restart.
+        let s = common::start(&a, &[("LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN", "kr")]);
+        let v: Value = reqwest::get(format!("{}/v1/sys/seal-status", s.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["sealed"], false, "{v}");
+        assert_eq!(v["initialized"], true, "{v}");
+    }
+    // Failures stop the server with a clear message, never a sealed half-start:
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+        common::clean_env(&mut c)
+            .arg("serve")
+            .args(extra)
+            .args(["--listen", "127.0.0.1:0"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // the envelope of another master key,
+    let other = String::from_utf8(cli(&["keygen-master"], &[], b"").1).unwrap();
+    let bad = dir.join("other.env");
+    std::fs::write(&bad, wrap(&other).await).unwrap();
+    let b = args(&bad);
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let err = run(&b, &[("LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN", "kr")]);
+    assert!(err.contains("wrong master key"), "{err}");
+    // a wrong token,
+    let err = run(&a, &[("LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN", "nope")]);
+    assert!(err.contains("refused") && err.contains("403"), "{err}");
+    // no token,
+    let err = run(&a, &[]);
+    assert!(err.contains("LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN"), "{err}");
+    // and the Transit server gone.
+    drop(kms);
+    let err = run(&a, &[("LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN", "kr")]);
+    assert!(err.contains("unavailable"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
