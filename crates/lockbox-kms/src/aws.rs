@@ -452,9 +452,10 @@ impl Provider for AwsKmsProvider {
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<SecretBytes>> {
         Box::pin(async move {
-            // KeyId pins the key: KMS refuses a blob of another key.
+            // KeyId pins the configured key (id, ARN or alias): KMS refuses
+            // a blob made by any other key, whatever the envelope claims.
             let body = Self::with_context(
-                json!({ "CiphertextBlob": b64_encode(&w.wrapped), "KeyId": w.key_id }),
+                json!({ "CiphertextBlob": b64_encode(&w.wrapped), "KeyId": self.cfg.key_id }),
                 ctx,
             );
             let m = self.call("Decrypt", body).await?;
