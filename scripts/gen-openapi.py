@@ -51,6 +51,7 @@ def path_param(name, schema=None):
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
+ENV_CTX = {"type": "object", "additionalProperties": {"type": "string"}, "description": "encryption context: string values"}
 enc_item = obj({"plaintext": B64, "context": B64, "associated_data": B64, "key_version": I, "reference": S})
 dec_item = obj({"ciphertext": S, "context": B64, "associated_data": B64, "reference": S})
 create = obj({"type": {"type": "string", "enum": ["aes256-gcm96", "aes128-gcm96", "chacha20-poly1305", "xchacha20-poly1305",
@@ -159,6 +160,10 @@ paths = {
     "/v1/lockbox/records/decrypt": {"post": op("decrypt fields of a record", obj({**record_spec, "record": {"type": "object"}}, ["key", "record"]))},
     "/v1/lockbox/records/search": {"post": op("blind index values of a term under every active version",
                                               obj({**record_spec, "field": S, "value": {}}, ["key", "field", "value"]))},
+    "/v1/lockbox/envelope/encrypt": {"post": op("envelope encryption (lbxe1:): a data key per message, wrapped by a named key or a tenant's key",
+                                                obj({"key": S, "tenant": S, "plaintext": B64, "context": ENV_CTX}, ["plaintext"]))},
+    "/v1/lockbox/envelope/decrypt": {"post": op("decrypt an lbxe1: envelope (context, if given, must equal the stored one)",
+                                                obj({"key": S, "tenant": S, "ciphertext": S, "context": ENV_CTX}, ["ciphertext"]))},
     "/v1/lockbox/keys/{name}/restore": {"post": op("undelete a key", ok=NOCONTENT, params=[NAME])},
     "/v1/lockbox/keys/{name}/destroy": {"post": op("destroy a key (crypto-shredding)", ok=NOCONTENT, params=[NAME])},
     "/v1/lockbox/keys/{name}/backup": {"post": op("encrypted backup (passphrase)", obj({"passphrase": {"type": "string", "minLength": 12}}), params=[NAME])},

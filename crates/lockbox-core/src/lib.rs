@@ -9,6 +9,8 @@
 //! - keysets: [`Keyset`], [`KeyVersion`], [`KeyState`] and their JSON file form;
 //! - the native ciphertext format: [`native`] (`lbx1:` text, `LBX\x01` binary),
 //!   [`is_encrypted`];
+//! - the envelope format: [`envelope`] (`lbxe1:`: a data key per message,
+//!   wrapped by one or more KEKs, the encryption context authenticated);
 //! - foreign formats: [`vault`] (Transit `vault:vN:`), [`fernet`];
 //! - derivation: [`kdf`] (HKDF, PBKDF2-HMAC-SHA512, Argon2id, HMAC);
 //! - searchable encryption: [`blind_index`], and deterministic encryption
@@ -19,6 +21,7 @@ pub mod aead;
 pub mod audit;
 pub mod blind_index;
 pub mod encoding;
+pub mod envelope;
 mod error;
 pub mod fernet;
 pub mod kdf;

@@ -153,6 +153,7 @@ pub fn role_policy(role: &str, keys: &str) -> Result<String> {
             }
             out += &rule(format!("+/datakey/+/{k}"), "\"update\"");
             out += &rule(format!("lockbox/records/+/{k}"), "\"update\"");
+            out += &rule(format!("lockbox/envelope/+/{k}"), "\"update\"");
         }
         "operator" => {
             out += &rule("+/keys".into(), "\"list\"");

@@ -135,14 +135,18 @@ fn verb_caps(r: &Req) -> Caps {
 }
 
 /// The path checked for a request: the request path, with the key named in
-/// the body appended for the record endpoints.
+/// the body appended for the record and envelope endpoints.
 fn checked_path(r: &Req) -> String {
     let path = r.segments.join("/");
     match r.segments.as_slice() {
-        [a, b, _] if a == "lockbox" && b == "records" => match r.body.get("key") {
-            Some(Value::String(k)) => format!("{path}/{k}"),
-            _ => path,
-        },
+        [a, b, _] if a == "lockbox" && (b == "records" || b == "envelope") => {
+            match (r.body.get("key"), r.body.get("tenant")) {
+                (Some(Value::String(k)), _) => format!("{path}/{k}"),
+                // A tenant's envelopes are wrapped by its key `tenant-<id>`.
+                (None, Some(Value::String(t))) if b == "envelope" => format!("{path}/tenant-{t}"),
+                _ => path,
+            }
+        }
         _ => path,
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod audit;
 mod auth;
+mod envelope;
 pub mod events;
 mod metrics;
 mod mounts;
@@ -877,6 +878,7 @@ async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
                 {
                     records::dispatch(st, r, rest).await
                 }
+                ["lockbox", "envelope", rest @ ..] => envelope::dispatch(st, r, rest).await,
                 ["lockbox", rest @ ..] => transit::native(st, r, rest).await,
                 _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
             }

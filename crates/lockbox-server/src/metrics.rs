@@ -84,6 +84,10 @@ pub(crate) fn classify(seg: &[String], method: &str, key_in_body: Option<&str>) 
             op.operation = format!("lockbox.records.{what}");
             op.key = key_in_body.map(str::to_owned);
         }
+        ["lockbox", "envelope", what, ..] => {
+            op.operation = format!("lockbox.envelope.{what}");
+            op.key = key_in_body.map(str::to_owned);
+        }
         ["lockbox", "encrypt", k] => {
             op.operation = "lockbox.encrypt".into();
             op.key = Some((*k).to_owned());
@@ -222,6 +226,8 @@ fn is_crypto(op: &str) -> bool {
             | "lockbox.records.encrypt"
             | "lockbox.records.decrypt"
             | "lockbox.records.search"
+            | "lockbox.envelope.encrypt"
+            | "lockbox.envelope.decrypt"
     )
 }
 

@@ -17,3 +17,6 @@
 //! ```
 
 pub use lockbox_core::*;
+/// Key-encryption providers (local, AWS KMS, Vault Transit), envelope
+/// encryption, the data-key cache and tenants.
+pub use lockbox_kms as kms;

@@ -1,6 +1,7 @@
 //! The `lockbox` command-line tool.
 
 mod access;
+mod envelope;
 mod observe;
 mod serve;
 mod target;
@@ -49,7 +50,7 @@ pub(crate) struct Global {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Lockbox server (Vault-Transit-compatible HTTP API).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Initialize a store with Shamir unseal shares; prints the shares and a root token once.
     Init {
         /// Number of shares.
@@ -114,6 +115,10 @@ enum Command {
     /// TLS endpoints: check.
     #[command(subcommand)]
     Tls(observe::TlsCommand),
+    /// Envelope encryption (`lbxe1:`): a data key per message, wrapped by a
+    /// Lockbox key, a tenant's key and/or an AWS KMS key.
+    #[command(subcommand)]
+    Envelope(envelope::EnvelopeCommand),
 }
 
 #[derive(Args)]
@@ -426,7 +431,7 @@ type CliResult<T> = Result<T, CliError>;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(a) => return serve::run(a, &cli.global),
+        Command::Serve(a) => return serve::run(*a, &cli.global),
         c => run(c, &cli.global),
     };
     match result {
@@ -581,6 +586,7 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Audit(c) => observe::audit_cmd(c, g),
         Command::Webhook(c) => observe::webhook_cmd(c),
         Command::Tls(c) => observe::tls_cmd(c, g),
+        Command::Envelope(e) => envelope::run(e, g),
     }
 }
 

@@ -82,6 +82,28 @@ pub struct ServeArgs {
     /// Client certificates: off, optional or required (default: required with --tls-client-ca).
     #[arg(long, requires = "tls_client_ca")]
     tls_client_auth: Option<String>,
+    /// Auto-unseal: an `lbxe1:` envelope of the master key (context
+    /// purpose=lockbox-root-key), unwrapped at start by the provider below.
+    #[arg(long, env = "LOCKBOX_AUTO_UNSEAL", conflicts_with = "dev")]
+    auto_unseal: Option<PathBuf>,
+    /// Auto-unseal with this AWS KMS key (region, endpoint, credentials from the AWS environment).
+    #[arg(
+        long,
+        env = "LOCKBOX_AUTO_UNSEAL_AWS_KMS_KEY",
+        requires = "auto_unseal"
+    )]
+    auto_unseal_aws_kms_key: Option<String>,
+    /// Auto-unseal with a Transit key (Vault or Lockbox) at this address; the
+    /// token comes from LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN.
+    #[arg(long, env = "LOCKBOX_AUTO_UNSEAL_TRANSIT_ADDR", requires_all = ["auto_unseal", "auto_unseal_transit_key"])]
+    auto_unseal_transit_addr: Option<String>,
+    /// The Transit key (a `derived` key on the `transit` mount) for auto-unseal.
+    #[arg(
+        long,
+        env = "LOCKBOX_AUTO_UNSEAL_TRANSIT_KEY",
+        requires = "auto_unseal_transit_addr"
+    )]
+    auto_unseal_transit_key: Option<String>,
 }
 
 fn tls_config(a: &ServeArgs) -> Result<Option<lockbox_server::tls::TlsConfig>, CliError> {
@@ -165,6 +187,52 @@ fn webhook_config(
         attempts: 5,
         backoff: std::time::Duration::from_millis(200),
     }))
+}
+
+/// The context an auto-unseal envelope must carry.
+pub(crate) const ROOT_KEY_PURPOSE: (&str, &str) = ("purpose", "lockbox-root-key");
+
+/// Unwrap the master key from the auto-unseal envelope with the configured
+/// provider (held by AWS KMS or a Transit server, as Vault's auto-unseal).
+async fn auto_unseal_root(a: &ServeArgs, file: &std::path::Path) -> Result<RootKey, CliError> {
+    use std::sync::Arc;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::new(format!(
+            "cannot read auto-unseal file {}: {e}",
+            file.display()
+        ))
+    })?;
+    let mut providers: Vec<Arc<dyn lockbox_kms::Provider>> = Vec::new();
+    if let Some(k) = &a.auto_unseal_aws_kms_key {
+        providers.push(Arc::new(lockbox_kms::AwsKmsProvider::new(
+            lockbox_kms::AwsKmsConfig::from_env(k)?,
+        )?));
+    }
+    if let (Some(addr), Some(key)) = (&a.auto_unseal_transit_addr, &a.auto_unseal_transit_key) {
+        let token = zeroize::Zeroizing::new(
+            std::env::var("LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN").map_err(|_| {
+                CliError::new("auto-unseal with Transit needs LOCKBOX_AUTO_UNSEAL_TRANSIT_TOKEN")
+            })?,
+        );
+        providers.push(Arc::new(lockbox_kms::VaultTransitProvider::new(
+            lockbox_kms::VaultTransitConfig::new(addr, &token, key),
+        )?));
+    }
+    if providers.is_empty() {
+        return Err(CliError::new("--auto-unseal needs a provider")
+            .hint("give --auto-unseal-aws-kms-key or --auto-unseal-transit-addr with --auto-unseal-transit-key"));
+    }
+    let ctx: lockbox_kms::Context = [ROOT_KEY_PURPOSE]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let (pt, _) = lockbox_kms::Envelope::new(providers)?
+        .decrypt("", text.trim(), Some(&ctx))
+        .await?;
+    let pt = zeroize::Zeroizing::new(pt);
+    let s = std::str::from_utf8(&pt)
+        .map_err(|_| CliError::new("the auto-unseal envelope does not hold a master key"))?;
+    RootKey::parse_master_key(s).map_err(|e| CliError::new(format!("auto-unseal envelope: {e}")))
 }
 
 /// Where to listen: --listen, else the host:port of --addr, else 127.0.0.1:8200.
@@ -291,6 +359,12 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         ..EngineConfig::default()
     };
     let engine: Engine = open_local(&store_url, g.master_key_file.as_deref(), !a.dev, cfg).await?;
+    if let Some(file) = &a.auto_unseal {
+        if engine.is_sealed() {
+            let root = auto_unseal_root(&a, file).await?;
+            engine.unseal_with_master_key(root).await?;
+        }
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CliError::new(format!("cannot listen on {listen}: {e}")))?;

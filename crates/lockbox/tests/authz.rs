@@ -308,6 +308,24 @@ async fn authorization_matrix_has_no_escapes() {
         ),
         (
             "POST",
+            "lockbox/envelope/encrypt".into(),
+            json!({"key": "app-1", "plaintext": "aGk="}),
+            &["app", "admin"],
+        ),
+        (
+            "POST",
+            "lockbox/envelope/encrypt".into(),
+            json!({"key": "db-1", "plaintext": "aGk="}),
+            &["admin"],
+        ),
+        (
+            "POST",
+            "lockbox/envelope/encrypt".into(),
+            json!({"tenant": "acme", "plaintext": "aGk="}),
+            &["admin"],
+        ),
+        (
+            "POST",
             "lockbox/records/search".into(),
             json!({"key": "app-1", "index_key": "db-1", "field": "ssn", "value": "1"}),
             &["admin"],
@@ -590,6 +608,91 @@ async fn token_lifecycle_create_lookup_renew_revoke_expire() {
         assert_eq!(s, 400, "{body}: {v}");
         assert!(v["errors"][0].is_string());
     }
+}
+
+#[tokio::test]
+async fn a_tenant_token_never_reaches_another_tenant() {
+    let srv = dev_server(&[]);
+    let api = Api::new(&srv.addr);
+    for t in ["acme", "globex"] {
+        api.root(
+            "PUT",
+            &format!("sys/policies/acl/{t}-app"),
+            json!({"role": "app", "keys": format!("tenant-{t}")}),
+        )
+        .await;
+    }
+    let acme = api.token(&["acme-app"]).await;
+    let globex = api.token(&["globex-app"]).await;
+    let enc = |t: &str| json!({"tenant": t, "plaintext": "c2VjcmV0", "context": {"table": "users", "row": "7"}});
+    let (s, v) = api
+        .call(Some(&acme), "POST", "lockbox/envelope/encrypt", enc("acme"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ct_acme = v["data"]["ciphertext"].as_str().unwrap().to_owned();
+    let (s, v) = api
+        .call(
+            Some(&globex),
+            "POST",
+            "lockbox/envelope/encrypt",
+            enc("globex"),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ct_globex = v["data"]["ciphertext"].as_str().unwrap().to_owned();
+    // Each tenant's token: its own data only, whatever it claims.
+    let dec = |t: &str, ct: &str| json!({"tenant": t, "ciphertext": ct});
+    let (s, v) = api
+        .call(
+            Some(&acme),
+            "POST",
+            "lockbox/envelope/decrypt",
+            dec("acme", &ct_acme),
+        )
+        .await;
+    assert_eq!(
+        (s, v["data"]["plaintext"].as_str()),
+        (200, Some("c2VjcmV0"))
+    );
+    let (s, _) = api
+        .call(
+            Some(&acme),
+            "POST",
+            "lockbox/envelope/decrypt",
+            dec("globex", &ct_globex),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = api
+        .call(
+            Some(&acme),
+            "POST",
+            "lockbox/envelope/encrypt",
+            enc("globex"),
+        )
+        .await;
+    assert_eq!(s, 403);
+    // Globex's envelope presented as acme's: refused by the envelope itself.
+    let (s, v) = api
+        .call(
+            Some(&acme),
+            "POST",
+            "lockbox/envelope/decrypt",
+            dec("acme", &ct_globex),
+        )
+        .await;
+    assert!(s == 400 || s == 403, "{s} {v}");
+    assert!(v["data"]["plaintext"].is_null());
+    // And by key name: tenant-globex is not acme's.
+    let (s, _) = api
+        .call(
+            Some(&acme),
+            "POST",
+            "lockbox/envelope/decrypt",
+            json!({"key": "tenant-globex", "ciphertext": ct_globex}),
+        )
+        .await;
+    assert_eq!(s, 403);
 }
 
 #[tokio::test]
