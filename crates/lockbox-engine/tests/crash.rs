@@ -32,7 +32,10 @@ async fn open(url: &str, root_b64: &str) -> Engine {
 }
 
 fn log_line(f: &mut std::fs::File, key: &str, pt: &str, ct: &str) {
-    writeln!(f, "{key}\t{pt}\t{ct}").unwrap();
+    // One write per line, so a kill cannot leave half a line mid-file.
+    // The final `.` field marks a complete line.
+    f.write_all(format!("{key}\t{pt}\t{ct}\t.\n").as_bytes())
+        .unwrap();
     f.sync_data().unwrap();
 }
 
@@ -58,6 +61,12 @@ fn crash_worker() {
             .append(true)
             .open(&log)
             .unwrap();
+        // A previous worker killed mid-line: end its partial line here, so
+        // it stays the only bad line and is reported as such.
+        let text = std::fs::read(&log).unwrap_or_default();
+        if text.last().is_some_and(|b| *b != b'\n') {
+            f.write_all(b"\n").unwrap();
+        }
         let mut i: u64 = 0;
         let run = std::process::id();
         loop {
@@ -139,8 +148,10 @@ fn check(url: &str, root_b64: &str, log: &Path) -> usize {
         let mut n = 0;
         for (idx, line) in lines.iter().enumerate() {
             let parts: Vec<&str> = line.split('\t').collect();
-            // The process may die in the middle of writing its last line.
-            if parts.len() != 3
+            // A worker may die in the middle of writing a line: only lines
+            // with the final `.` are complete.
+            if parts.len() != 4
+                || parts[3] != "."
                 || !(parts[2].starts_with("vault:v") || parts[2].starts_with("lbx1:"))
             {
                 continue;

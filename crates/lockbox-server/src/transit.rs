@@ -13,6 +13,21 @@ use crate::{
     b64_field, field_str, field_u32, no_content, ok, ok_status, ApiError, ApiResult, AppState, Req,
 };
 
+/// The status of a batch with failed items: `partial_failure_response_code`
+/// (a 2xx or 4xx code), else 400.
+fn partial_failure_code(r: &Req) -> Result<StatusCode, ApiError> {
+    match field_u32(&r.body, "partial_failure_response_code")? {
+        None => Ok(StatusCode::BAD_REQUEST),
+        Some(c) => u16::try_from(c)
+            .ok()
+            .filter(|c| (200..300).contains(c) || (400..500).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| {
+                ApiError::bad("partial_failure_response_code must be a 2xx or 4xx status code")
+            }),
+    }
+}
+
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "unsupported path")
 }
@@ -199,11 +214,7 @@ where
     }
     let data = json!({ "batch_results": results });
     if any_error {
-        let code = field_u32(&r.body, "partial_failure_response_code")?
-            .and_then(|c| u16::try_from(c).ok())
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .unwrap_or(StatusCode::BAD_REQUEST);
-        return ok_status(code, data);
+        return ok_status(partial_failure_code(r)?, data);
     }
     ok(data)
 }
@@ -340,10 +351,7 @@ fn encrypt_batch_fast(st: &AppState, r: &Req, h: &lockbox_engine::KeyHandle) -> 
     }
     out.push_str("]},\"wrap_info\":null,\"warnings\":null,\"auth\":null}");
     let status = if any_error {
-        field_u32(&r.body, "partial_failure_response_code")?
-            .and_then(|c| u16::try_from(c).ok())
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .unwrap_or(StatusCode::BAD_REQUEST)
+        partial_failure_code(r)?
     } else {
         StatusCode::OK
     };

@@ -352,6 +352,18 @@ fn dev_server_key_lifecycle_over_http() {
     assert_eq!(v["data"]["batch_results"][0]["reference"], 7);
     assert_eq!(v["data"]["batch_results"][1]["reference"]["row"], 2);
     assert!(v["request_id"].as_str().unwrap().len() == 36);
+    // Only 2xx and 4xx codes: a 5xx (or 3xx) would say the server failed.
+    for bad in [566, 302, 99] {
+        let (code, v) = http(
+            "POST",
+            &format!("{}/v1/transit/encrypt/exp", s.addr),
+            Some("t0ken"),
+            &format!(
+                r#"{{"batch_input":[{{"plaintext":"aGk="}},{{"plaintext":"!!"}}],"partial_failure_response_code":{bad}}}"#
+            ),
+        );
+        assert_eq!(code, 400, "{bad}: {v}");
+    }
     // Context in all items or none.
     let (code, _) = http(
         "POST",
