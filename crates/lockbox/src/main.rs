@@ -296,7 +296,7 @@ enum KeysCommand {
         #[arg(long, group = "source")]
         raw: Option<PathBuf>,
         /// A Fernet key (URL-safe base64); LOCKBOX_FERNET_KEY also works.
-        #[arg(long, group = "source")]
+        #[arg(long, group = "source", allow_hyphen_values = true)]
         fernet_key: Option<String>,
         /// File with the JSON of Vault's `GET transit/export/encryption-key/:name`.
         #[arg(long, group = "source")]
@@ -351,7 +351,12 @@ enum FernetCommand {
     /// Encrypt stdin to a Fernet token (one line on stdout).
     Encrypt {
         /// The Fernet key (or LOCKBOX_FERNET_KEY).
-        #[arg(long, env = "LOCKBOX_FERNET_KEY", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "LOCKBOX_FERNET_KEY",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         key: String,
     },
     /// Decrypt a Fernet token from stdin with any of the keys (MultiFernet).
@@ -362,7 +367,9 @@ enum FernetCommand {
             required = true,
             env = "LOCKBOX_FERNET_KEYS",
             value_delimiter = ',',
-            hide_env_values = true
+            hide_env_values = true,
+            // URL-safe base64 keys may start with '-'.
+            allow_hyphen_values = true
         )]
         keys: Vec<String>,
         /// Reject tokens older than this many seconds.
@@ -377,7 +384,9 @@ enum FernetCommand {
             required = true,
             env = "LOCKBOX_FERNET_KEYS",
             value_delimiter = ',',
-            hide_env_values = true
+            hide_env_values = true,
+            // URL-safe base64 keys may start with '-'.
+            allow_hyphen_values = true
         )]
         keys: Vec<String>,
     },
