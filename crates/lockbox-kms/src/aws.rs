@@ -199,11 +199,8 @@ impl AwsKmsProvider {
                 "AWS KMS endpoint must be an http(s) URL, got {endpoint:?}"
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.retry.timeout)
-            .connect_timeout(cfg.retry.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| KmsError::Config(format!("HTTP client: {e}")))?;
+        let http = crate::http::client(cfg.retry.timeout, Duration::from_secs(5))
+            .map_err(KmsError::Config)?;
         Ok(AwsKmsProvider {
             cfg,
             endpoint,

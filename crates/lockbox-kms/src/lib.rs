@@ -24,6 +24,7 @@ mod aws;
 mod cache;
 mod envelope;
 mod error;
+pub mod http;
 mod local;
 mod retry;
 mod tenants;

@@ -81,11 +81,8 @@ impl VaultTransitProvider {
                 cfg.addr
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.retry.timeout)
-            .connect_timeout(cfg.retry.timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| KmsError::Config(format!("HTTP client: {e}")))?;
+        let http = crate::http::client(cfg.retry.timeout, Duration::from_secs(5))
+            .map_err(KmsError::Config)?;
         Ok(VaultTransitProvider {
             key_id: format!("{}/{}", cfg.mount.trim_matches('/'), cfg.key),
             cfg,

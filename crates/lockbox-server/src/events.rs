@@ -104,10 +104,7 @@ impl Events {
 }
 
 async fn deliver(cfg: WebhookConfig, mut rx: mpsc::Receiver<Value>, metrics: Arc<Metrics>) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let http = match lockbox_kms::http::client(Duration::from_secs(10), Duration::from_secs(5)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lockbox: webhook client: {e}");

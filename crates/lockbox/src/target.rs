@@ -192,10 +192,11 @@ impl Target {
             ));
         }
         if let Some(addr) = &a.addr {
-            let http = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(60))
-                .build()
-                .map_err(|e| CliError::new(format!("http client: {e}")))?;
+            let http = lockbox_kms::http::client(
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(10),
+            )
+            .map_err(CliError::new)?;
             return Ok(Target::Remote {
                 addr: addr.trim_end_matches('/').to_owned(),
                 token: a.token.clone(),

@@ -20,7 +20,7 @@ impl Drop for Server {
 }
 
 /// Variables a test's environment must not leak into the processes it starts.
-pub const LOCKBOX_VARS: [&str; 11] = [
+pub const LOCKBOX_VARS: [&str; 12] = [
     "LOCKBOX_ADDR",
     "LOCKBOX_TOKEN",
     "LOCKBOX_STORE",
@@ -32,6 +32,7 @@ pub const LOCKBOX_VARS: [&str; 11] = [
     "LOCKBOX_KEYSET",
     "LOCKBOX_FERNET_KEY",
     "LOCKBOX_FERNET_KEYS",
+    "LOCKBOX_CACERT",
 ];
 
 /// `cmd` without any inherited `LOCKBOX_*` setting.
