@@ -464,6 +464,11 @@ fn select_sql(db: &Db, shape: &Shape, lo: bool, hi: bool, limit: bool, lock: boo
     if hi {
         conds.push(format!("{pk} <= {}", ph()));
     }
+    let cols: Vec<String> = cols
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} AS lbx_c{i}"))
+        .collect();
     let mut sql = format!("SELECT {} FROM {}", cols.join(", "), db.qt(&shape.table));
     if !conds.is_empty() {
         sql.push_str(" WHERE ");

@@ -1,5 +1,6 @@
 //! The `lockbox` command-line tool.
 
+mod reencrypt;
 mod serve;
 mod target;
 
@@ -97,6 +98,10 @@ enum Command {
     /// Fernet tokens, compatible with Python `cryptography`.
     #[command(subcommand)]
     Fernet(FernetCommand),
+    /// Re-encrypt a database column: plaintext, older key versions, Fernet, Vault or
+    /// pgcrypto values to Lockbox ciphertexts (or back to plaintext), in resumable batches.
+    #[command(subcommand)]
+    Reencrypt(reencrypt::ReencryptCommand),
 }
 
 #[derive(Args)]
@@ -559,6 +564,7 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Inspect => inspect(&read_token()?),
         Command::Keyset(k) => keyset_cmd(k),
         Command::Fernet(f) => fernet_cmd(f),
+        Command::Reencrypt(r) => reencrypt::run(r, g),
     }
 }
 
