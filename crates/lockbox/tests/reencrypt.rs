@@ -464,3 +464,372 @@ async fn sqlite_lifecycle() {
     lifecycle(&url, "rx_life_lite").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Fernet tokens made by Python `cryptography` (a real peer): `(keys, tokens)`
+/// for `value-{id}` of each id, under an old key (rotated away from) and a new one.
+fn python_fernet(ids: &[i64]) -> (String, String, Vec<String>) {
+    let script = r#"
+import json, sys
+from cryptography.fernet import Fernet
+old, new = Fernet.generate_key(), Fernet.generate_key()
+ids = json.loads(sys.argv[1])
+toks = [Fernet(old if i % 2 else new).encrypt(f"value-{i}".encode()).decode() for i in ids]
+print(json.dumps({"old": old.decode(), "new": new.decode(), "tokens": toks}))
+"#;
+    let out = Command::new(common::python())
+        .args(["-c", script, &serde_json::to_string(ids).unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["old"].as_str().unwrap().to_owned(),
+        v["new"].as_str().unwrap().to_owned(),
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+/// Fernet (from Python) and Vault-format values (from an imported-format
+/// Transit key) next to plaintext, on PostgreSQL and MariaDB.
+async fn foreign(url: &str, name: &str) {
+    let env = env(name);
+    env.key("k");
+    env.key("vk");
+    let e = env.engine().await;
+    let db = pool(url).await;
+    table(&db, name).await;
+    let ids: Vec<i64> = (1..=90).collect();
+    let fern_ids: Vec<i64> = ids.iter().copied().filter(|i| i % 3 == 0).collect();
+    let (old, new, toks) = python_fernet(&fern_ids);
+    let mut tok = fern_ids.iter().zip(toks);
+    for id in &ids {
+        let v = match id % 3 {
+            0 => tok.next().unwrap().1,
+            1 => e
+                .encrypt("vk", format!("value-{id}").as_bytes(), &[], &[], None)
+                .await
+                .unwrap(),
+            _ => format!("value-{id}"),
+        };
+        sqlx::query(&format!(
+            "INSERT INTO {name} (id, tenant, secret) VALUES ({id}, {}, '{v}')",
+            id % 7
+        ))
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let before = rows_any(&db, url, name).await;
+    assert!(before[0].2.as_deref().unwrap().starts_with("vault:v1:"));
+    assert!(before[2].2.as_deref().unwrap().starts_with("gAAAAA"));
+
+    // Without --from fernet/vault those values are neither plaintext nor accepted: nothing is written.
+    let err = env.fails(&base(url, name));
+    assert!(err.contains("looks like a"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(rows_any(&db, url, name).await, before);
+
+    // A wrong Fernet key: a clear error, nothing written.
+    let wrong = "dGhpcyBpcyBub3QgdGhlIHJpZ2h0IGtleSBhdCBhbGw=";
+    let mut a = base(url, name);
+    a.extend([
+        "--from",
+        "plaintext,fernet,vault",
+        "--vault-key",
+        "vk",
+        "--fernet-key",
+        wrong,
+    ]);
+    let err = env.fails(&a);
+    assert!(err.contains("Fernet token does not decrypt"), "{err}");
+    assert_eq!(rows_any(&db, url, name).await, before);
+
+    // With skip: the Fernet rows are reported and left alone, the rest converted.
+    a.extend(["--on-bad-row", "skip"]);
+    let r = env.ok_json(&a);
+    assert_eq!(r["rows_bad"], 30, "{r}");
+    assert_eq!(r["actions"]["vault"], 30);
+    assert_eq!(r["actions"]["encrypt"], 30);
+    let mid = rows_any(&db, url, name).await;
+    for (b, m) in before.iter().zip(&mid) {
+        if b.0 % 3 == 0 {
+            assert_eq!(b, m, "skipped row untouched");
+        } else {
+            assert!(m.2.as_deref().unwrap().starts_with("lbx1:"));
+        }
+    }
+
+    // The right keys (new first, then the old one): every row converted.
+    let keys = format!("{new},{old}");
+    let mut a = base(url, name);
+    a.extend([
+        "--from",
+        "plaintext,fernet,vault",
+        "--vault-key",
+        "vk",
+        "--fernet-key",
+        &keys,
+    ]);
+    let r = env.ok_json(&a);
+    assert_eq!(r["actions"]["fernet"], 30, "{r}");
+    assert_eq!(r["actions"]["current"], 60);
+    let h = e.key_handle("k").await.unwrap();
+    for (id, tenant, s, _) in rows_any(&db, url, name).await {
+        let ctx = format!("{name}.secret:{tenant}:{id}");
+        let pt = h
+            .decrypt(s.as_deref().unwrap(), ctx.as_bytes(), &[])
+            .unwrap();
+        assert_eq!(pt, format!("value-{id}").as_bytes());
+    }
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(&db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_fernet_and_vault() {
+    foreign(&pg_url(), "rx_foreign_pg").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_fernet_and_vault() {
+    foreign(&my_url(), "rx_foreign_my").await;
+}
+
+/// pgcrypto `pgp_sym_encrypt` values made by PostgreSQL itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_pgcrypto() {
+    let url = pg_url();
+    let name = "rx_pgp";
+    let env = env(name);
+    env.key("k");
+    let db = pool(&url).await;
+    for sql in [
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto".to_owned(),
+        format!("DROP TABLE IF EXISTS {name}"),
+        format!("CREATE TABLE {name} (id BIGINT PRIMARY KEY, tenant INT NOT NULL, secret BYTEA)"),
+        format!(
+            "INSERT INTO {name} SELECT g, g % 7, CASE WHEN g % 10 = 0 THEN convert_to('value-' || g, 'UTF8') \
+             ELSE pgp_sym_encrypt('value-' || g, 'correct horse') END FROM generate_series(1, 200) g"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&db).await.unwrap();
+    }
+    let read = || async {
+        sqlx::query(&format!(
+            "SELECT id, tenant, encode(secret, 'hex') FROM {name} ORDER BY id"
+        ))
+        .fetch_all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<i64, _>(0),
+                r.get::<i32, _>(1),
+                r.get::<String, _>(2),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let before = read().await;
+    let pass = env.dir.join("pass");
+    std::fs::write(&pass, "wrong horse\n").unwrap();
+    let mut a = base(&url, name);
+    a.extend([
+        "--from",
+        "plaintext,pgcrypto",
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    let err = env.fails(&a);
+    assert!(
+        err.contains("pgcrypto") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(read().await, before);
+
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    let r = env.ok_json(&a);
+    assert_eq!(r["actions"]["pgcrypto"], 180, "{r}");
+    assert_eq!(r["actions"]["encrypt"], 20);
+    let e = env.engine().await;
+    let h = e.key_handle("k").await.unwrap();
+    for (id, tenant, hexv) in read().await {
+        let ct = String::from_utf8(hex::decode(hexv).unwrap()).unwrap();
+        let ctx = format!("{name}.secret:{tenant}:{id}");
+        let pt = h.decrypt(&ct, ctx.as_bytes(), &[]).unwrap();
+        assert_eq!(pt, format!("value-{id}").as_bytes());
+    }
+    // Rerun: nothing to do.
+    let r = env.ok_json(&a);
+    assert_eq!(r["rows_changed"], 0, "{r}");
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(&db)
+        .await
+        .unwrap();
+}
+
+/// Bad input: a clear error before anything is written (or, with
+/// `--on-bad-row skip`, the row reported and left alone).
+async fn bad_input(url: &str, name: &str) {
+    let env = env(name);
+    env.key("k");
+    let db = pool(url).await;
+    table(&db, name).await;
+    fill(&db, name, 1, 101).await;
+    sqlx::query(&format!(
+        "INSERT INTO {name} (id, tenant, secret) VALUES (200, 1, 'lbx9:AAAA'), (201, 1, 'vault:v1:AAAA'), (202, 1, 'lbx1:notbase64!')"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    let before = rows_any(&db, url, name).await;
+    let run = |extra: &[&str]| {
+        let mut a = vec!["reencrypt", "run", "--db", url];
+        if !extra.contains(&"--table") {
+            a.extend(["--table", name]);
+        }
+        if !extra.contains(&"--key") {
+            a.extend(["--key", "k"]);
+        }
+        a.extend_from_slice(extra);
+        env.fails(&a)
+    };
+    let e = run(&["--column", "secret", "--table", "no_such_table"]);
+    assert!(e.contains("table no_such_table does not exist"), "{e}");
+    let e = run(&["--column", "nope"]);
+    assert!(e.contains("column nope does not exist"), "{e}");
+    let e = run(&["--column", "secret", "--pk", "nope"]);
+    assert!(e.contains("primary key column nope does not exist"), "{e}");
+    let e = run(&["--column", "secret", "--pk", "tenant"]);
+    assert!(e.contains("not unique"), "{e}");
+    let e = run(&["--column", "secret", "--pk", "secret_bi"]);
+    assert!(e.contains("integer key"), "{e}");
+    let e = run(&["--column", "secret; DROP TABLE x"]);
+    assert!(e.contains("invalid identifier"), "{e}");
+    let e = run(&["--column", "secret", "--key", "no-such-key"]);
+    assert!(e.contains("no-such-key"), "{e}");
+    let e = run(&["--column", "secret", "--context", "{nope}:{id}"]);
+    assert!(e.contains("context column nope does not exist"), "{e}");
+    let e = run(&["--column", "secret", "--resume", "never-started"]);
+    assert!(e.contains("no job never-started"), "{e}");
+    // Values that are neither plaintext nor a known format.
+    let e = run(&["--column", "secret"]);
+    assert!(e.contains("3 row(s) cannot be converted"), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    assert_eq!(rows_any(&db, url, name).await, before);
+
+    // NULL keys (a column without a key constraint).
+    sqlx::query(&format!("CREATE TABLE {name}_nk (k BIGINT, secret TEXT)"))
+        .execute(&db)
+        .await
+        .ok();
+    sqlx::query(&format!(
+        "INSERT INTO {name}_nk VALUES (1, 'a'), (NULL, 'b')"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    let e = env.fails(&[
+        "reencrypt",
+        "run",
+        "--db",
+        url,
+        "--table",
+        &format!("{name}_nk"),
+        "--pk",
+        "k",
+        "--column",
+        "secret",
+        "--key",
+        "k",
+    ]);
+    assert!(e.contains("NULL"), "{e}");
+    sqlx::query(&format!("DROP TABLE {name}_nk"))
+        .execute(&db)
+        .await
+        .unwrap();
+
+    // Skip: the three are reported and left alone, the rest encrypted.
+    let job = format!("skip-{}-{}", std::process::id(), name);
+    let r = env.ok_json(&[
+        "reencrypt",
+        "run",
+        "--db",
+        url,
+        "--table",
+        name,
+        "--column",
+        "secret",
+        "--key",
+        "k",
+        "--on-bad-row",
+        "skip",
+        "--job",
+        &job,
+    ]);
+    assert_eq!(r["rows_bad"], 3, "{r}");
+    assert_eq!(r["actions"]["encrypt"], 98);
+    let bad: Vec<i64> = r["bad_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pk"].as_i64().unwrap())
+        .collect();
+    assert_eq!(bad, [200, 201, 202]);
+    let after = rows_any(&db, url, name).await;
+    assert_eq!(after[after.len() - 3..], before[before.len() - 3..]);
+    // The same job id with other options is refused.
+    let e = env.fails(&[
+        "reencrypt",
+        "run",
+        "--db",
+        url,
+        "--table",
+        name,
+        "--column",
+        "secret",
+        "--key",
+        "k",
+        "--context",
+        "{id}",
+        "--job",
+        &job,
+    ]);
+    assert!(e.contains("other options"), "{e}");
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(&db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_bad_input() {
+    bad_input(&pg_url(), "rx_bad_pg").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_bad_input() {
+    bad_input(&my_url(), "rx_bad_my").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_bad_input() {
+    let dir = std::env::temp_dir().join(format!("lockbox-rx-lite-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.db");
+    std::fs::File::create(&path).unwrap();
+    bad_input(&format!("sqlite://{}", path.display()), "rx_bad_lite").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
