@@ -955,3 +955,58 @@ async fn postgres_crash_kill9() {
 async fn mariadb_crash_kill9() {
     crash(&my_url(), "rx_crash_my").await;
 }
+
+/// `--max-rows-per-second` throttles; `--progress json` writes progress lines
+/// (rows/s, ETA) to stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_throttle_and_json_progress() {
+    let url = pg_url();
+    let name = "rx_throttle_pg";
+    let env = env(name);
+    env.key("k");
+    let db = pool(&url).await;
+    table(&db, name).await;
+    fill(&db, name, 1, 601).await;
+    let mut a = vec!["--json"];
+    a.extend(base(&url, name));
+    a.extend([
+        "--batch-size",
+        "100",
+        "--max-rows-per-second",
+        "300",
+        "--progress",
+        "json",
+    ]);
+    let t = Instant::now();
+    let out = env.run(&a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(1600),
+        "{:?}",
+        t.elapsed()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["rows_changed"], 588);
+    let lines: Vec<Value> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let progress: Vec<&Value> = lines.iter().filter(|l| l["event"] == "progress").collect();
+    assert!(progress.len() >= 2, "{lines:?}");
+    assert!(progress.iter().any(|p| p["eta_secs"].is_number()));
+    let last = progress.last().unwrap();
+    assert_eq!(last["rows_done"], 600);
+    assert_eq!(last["rows_total"], 600);
+    assert!(last["rows_per_sec"].as_f64().unwrap() <= 400.0);
+    assert!(lines.iter().any(|l| l["event"] == "REENCRYPTION_STARTED"));
+    assert!(lines.iter().any(|l| l["event"] == "REENCRYPTION_COMPLETED"));
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(&db)
+        .await
+        .unwrap();
+}
