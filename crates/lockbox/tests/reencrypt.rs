@@ -1010,3 +1010,76 @@ async fn postgres_throttle_and_json_progress() {
         .await
         .unwrap();
 }
+
+/// Two processes started at once with the same `--job` (as on two machines):
+/// one creates the job, the other joins; batches are shared, every row is
+/// converted exactly once, and the job completes once.
+async fn two_processes(url: &str, name: &str) {
+    let env = env(name);
+    env.key("k");
+    let db = pool(url).await;
+    table(&db, name).await;
+    fill(&db, name, 1, 20_001).await;
+    let job = format!("join-{}-{name}", std::process::id());
+    let events = env.dir.join("events.jsonl");
+    let mut args = vec!["--json"];
+    args.extend(base(url, name));
+    args.extend([
+        "--job",
+        &job,
+        "--batch-size",
+        "200",
+        "--workers",
+        "2",
+        "--max-rows-per-second",
+        "8000",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            env.cmd(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut changed = 0;
+    let mut seen = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let this = r["rows_seen"].as_i64().unwrap();
+        assert!(this > 0, "both processes took batches: {r}");
+        seen += this;
+        changed += r["rows_changed"].as_i64().unwrap();
+    }
+    assert_eq!(seen, 20_000);
+    assert_eq!(changed, 19_600);
+    let ev = std::fs::read_to_string(&events).unwrap();
+    let count = |n: &str| ev.lines().filter(|l| l.contains(n)).count();
+    assert_eq!(count("REENCRYPTION_STARTED"), 2, "{ev}");
+    assert_eq!(count("REENCRYPTION_COMPLETED"), 1, "{ev}");
+    let e = env.engine().await;
+    assert_eq!(check_all_decrypt(&e, &db, url, name, "k").await, 20_000);
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(&db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_two_processes_one_job() {
+    two_processes(&pg_url(), "rx_join_pg").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_two_processes_one_job() {
+    two_processes(&my_url(), "rx_join_my").await;
+}
