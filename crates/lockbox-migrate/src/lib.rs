@@ -699,6 +699,71 @@ async fn scan(
     Ok(t)
 }
 
+/// The key ranges `(lo, hi]` between boundaries, open at both ends.
+fn ranges(b: &[i64]) -> Vec<(Option<i64>, Option<i64>)> {
+    let mut out = Vec::with_capacity(b.len() + 1);
+    let mut lo = None;
+    for &hi in b {
+        out.push((lo, Some(hi)));
+        lo = Some(hi);
+    }
+    out.push((lo, None));
+    out
+}
+
+/// [`scan`] over the ranges between `bounds`, `tasks` ranges at a time;
+/// stops at the first bad row.
+async fn scan_ranges(
+    p: &Arc<Prepared>,
+    bounds: &[i64],
+    tasks: u32,
+    shared: &Arc<Shared>,
+) -> Result<Tally> {
+    let all = Arc::new(ranges(bounds));
+    let next = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicBool::new(false));
+    let mut hs = Vec::new();
+    for _ in 0..tasks.max(1) {
+        let (p, all, next, bad, shared) = (
+            p.clone(),
+            all.clone(),
+            next.clone(),
+            bad.clone(),
+            shared.clone(),
+        );
+        hs.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            loop {
+                let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
+                let Some(&(lo, hi)) = all.get(i) else { break };
+                if bad.load(Ordering::Relaxed) {
+                    break;
+                }
+                let rows = p.db.read(&p.shape, lo, hi, None).await?;
+                let pgp = pgp_plain(&p, &rows).await?;
+                let w = decide(&p.conv, &rows, &pgp, &mut t, &Quiet);
+                t.changed += w.len() as u64;
+                shared
+                    .done_rows
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                if t.bad > 0 {
+                    bad.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            Ok::<Tally, MigrateError>(t)
+        }));
+    }
+    let mut total = Tally::default();
+    for h in hs {
+        total.add(
+            h.await
+                .map_err(|e| MigrateError::Internal(format!("check: {e}")))??,
+        );
+    }
+    Ok(total)
+}
+
 fn now_secs() -> i64 {
     lockbox_engine::now()
 }
@@ -774,8 +839,7 @@ async fn boundaries(db: &Db, shape: &Shape, batch: u32) -> Result<Vec<i64>> {
 
 /// Create the job and its batches in one transaction. `false` if another
 /// worker created it first.
-async fn plan(db: &Db, shape: &Shape, job: &str, spec: &str, batch: u32) -> Result<bool> {
-    let b = boundaries(db, shape, batch).await?;
+async fn plan(db: &Db, job: &str, spec: &str, b: &[i64]) -> Result<bool> {
     let d = db.dialect();
     let mut tx = db.begin().await?;
     let t = now_secs();
@@ -804,14 +868,7 @@ async fn plan(db: &Db, shape: &Shape, job: &str, spec: &str, batch: u32) -> Resu
         Ok(_) => {}
         Err(_) => return Ok(false),
     }
-    let mut ranges = Vec::with_capacity(b.len() + 1);
-    let mut lo = None;
-    for &hi in &b {
-        ranges.push((lo, Some(hi)));
-        lo = Some(hi);
-    }
-    ranges.push((lo, None));
-    for (ci, chunk) in ranges.chunks(500).enumerate() {
+    for (ci, chunk) in ranges(b).chunks(500).enumerate() {
         let mut vals = Vec::new();
         let mut args = Vec::new();
         let mut i = 0;
@@ -1082,10 +1139,10 @@ async fn run_inner(
             return Err(MigrateError::Job(format!("no job {job} to resume")));
         }
         None => {
+            let bounds = boundaries(&p.db, &p.shape, opts.batch_size).await?;
             if opts.on_bad_row == OnBadRow::Fail {
-                // Check every row before anything is written.
-                let quiet = Quiet;
-                let t = scan(p, opts.batch_size.max(1000), &quiet, &shared, true).await?;
+                // Check every row before anything is written, `workers` ranges at a time.
+                let t = scan_ranges(p, &bounds, workers, &shared).await?;
                 shared.done_rows.store(0, Ordering::Relaxed);
                 if t.bad > 0 {
                     let (pk, c, r) = t.bad_rows.first().cloned().unwrap_or_default();
@@ -1095,7 +1152,7 @@ async fn run_inner(
                     });
                 }
             }
-            if !plan(&p.db, &p.shape, job, &fp, opts.batch_size).await? {
+            if !plan(&p.db, job, &fp, &bounds).await? {
                 // Another worker created it meanwhile.
                 match read_job(&p.db, job).await? {
                     Some((s, _)) if s == fp => {}
