@@ -467,3 +467,82 @@ impl Converter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ctx: Vec<Option<&str>>) -> Row {
+        Row {
+            pk: 9,
+            vals: vec![],
+            ctx: ctx.into_iter().map(|c| c.map(str::to_owned)).collect(),
+            bi: None,
+        }
+    }
+
+    #[test]
+    fn templates_render_row_values_table_and_column() {
+        let mut fields = Vec::new();
+        let t =
+            Template::parse("{table}.{column}:{tenant_id}:{id}:{tenant_id}", &mut fields).unwrap();
+        assert_eq!(fields, ["tenant_id", "id"]);
+        assert_eq!(
+            t.render(&row(vec![Some("acme"), Some("9")]), "users", "email"),
+            "users.email:acme:9:acme"
+        );
+        assert_eq!(t.render(&row(vec![None, Some("9")]), "u", "e"), "u.e::9:");
+        assert!(Template::parse("{tenant", &mut fields).is_err());
+        assert!(Template::parse("{a;b}", &mut fields).is_err());
+        assert!(Template::parse("{}", &mut fields).is_err());
+    }
+
+    #[test]
+    fn values_are_classified_by_prefix() {
+        let ks = lockbox_core::Keyset::generate("t", lockbox_core::Algorithm::Aes256Gcm).unwrap();
+        let ct = ks.encrypt(b"x", b"").unwrap();
+        assert_eq!(
+            classify(Some(ct.as_bytes()), ColKind::Text),
+            Class::Native {
+                key_id: ks.key_id(),
+                version: 1
+            }
+        );
+        let f = lockbox_core::fernet::Fernet::new(
+            lockbox_core::fernet::Fernet::generate_key().unwrap(),
+        );
+        let tok = f.encrypt(b"x").unwrap();
+        assert_eq!(classify(Some(tok.as_bytes()), ColKind::Text), Class::Fernet);
+        assert_eq!(
+            classify(Some(b"vault:v12:AAAA"), ColKind::Text),
+            Class::Vault
+        );
+        assert_eq!(
+            classify(Some(b"vault:vx:AAAA"), ColKind::Text),
+            Class::Plain
+        );
+        assert_eq!(
+            classify(Some(b"lbx1:notbase64!"), ColKind::Text),
+            Class::BadNative
+        );
+        assert_eq!(
+            classify(Some(b"lbx9:AAAA"), ColKind::Text),
+            Class::BadNative
+        );
+        assert_eq!(classify(Some(b"lbxy:AAAA"), ColKind::Text), Class::Plain);
+        assert_eq!(classify(Some(b"gAAAAAshort"), ColKind::Text), Class::Plain);
+        assert_eq!(
+            classify(Some(b"jane@example.com"), ColKind::Text),
+            Class::Plain
+        );
+        assert_eq!(
+            classify(Some(&[0xC3, 0x0D, 0x04, 0x07, 0x03]), ColKind::Bytes),
+            Class::Pgp
+        );
+        assert_eq!(
+            classify(Some(&[0xC3, 0x0D, 0x04, 0x07, 0x03]), ColKind::Text),
+            Class::Plain
+        );
+        assert_eq!(classify(None, ColKind::Text), Class::Null);
+    }
+}

@@ -970,3 +970,36 @@ async fn write_lite(
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_validated() {
+        for ok in ["users", "_x", "Tenant_ID9", &"a".repeat(63)] {
+            check_ident(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "1a",
+            "a-b",
+            "a;b",
+            "a b",
+            "\"a\"",
+            "`a`",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(check_ident(bad).is_err(), "{bad:?}");
+        }
+        let t = TableName::parse("app.users").unwrap();
+        assert_eq!(
+            (t.schema.as_deref(), t.name.as_str()),
+            (Some("app"), "users")
+        );
+        assert!(TableName::parse("a.b.c").is_err());
+        assert!(TableName::parse("app.").is_err());
+        assert!(TableName::parse("users; DROP TABLE x").is_err());
+    }
+}
