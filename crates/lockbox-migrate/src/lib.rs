@@ -138,6 +138,11 @@ pub struct Spec {
     pub blind_index_key: Option<String>,
     /// Tenant template of the blind index.
     pub blind_index_tenant: Option<String>,
+    /// Normalization of the blind index (`None`: all of trim, case fold and
+    /// NFC, as the server's record API by default).
+    pub blind_index_normalization: Option<lockbox_core::blind_index::Normalization>,
+    /// Truncation of the blind index in bytes (`None`: the default, 16).
+    pub blind_index_truncation: Option<usize>,
 }
 
 impl Spec {
@@ -157,7 +162,22 @@ impl Spec {
             "blind_index_column": self.blind_index_column,
             "blind_index_key": self.blind_index_key,
             "blind_index_tenant": self.blind_index_tenant,
+            "blind_index_normalization": self.blind_index_column.as_ref().map(|_| {
+                let n = self.bi_normalization();
+                json!({"trim": n.trim, "case_fold": n.case_fold, "nfc": n.nfc})
+            }),
+            "blind_index_truncation": self.blind_index_column.as_ref().map(|_| self.bi_truncation()),
         })
+    }
+
+    fn bi_normalization(&self) -> lockbox_core::blind_index::Normalization {
+        self.blind_index_normalization
+            .unwrap_or(lockbox_core::blind_index::Normalization::ALL)
+    }
+
+    fn bi_truncation(&self) -> usize {
+        self.blind_index_truncation
+            .unwrap_or(lockbox_core::blind_index::DEFAULT_TRUNCATION)
     }
 }
 
@@ -495,10 +515,9 @@ async fn prepare(
     let bi = match &spec.blind_index_key {
         Some(k) if spec.blind_index_column.is_some() => {
             let h = engine.key_handle(k).await?;
-            let indexer = h.blind_indexer(
-                lockbox_core::blind_index::Normalization::NONE,
-                lockbox_core::blind_index::DEFAULT_TRUNCATION,
-            )?;
+            let indexer = h
+                .blind_indexer(spec.bi_normalization(), spec.bi_truncation())
+                .map_err(|e| MigrateError::Config(format!("blind index: {e}")))?;
             Some(BlindIndex {
                 current: indexer.current_version(),
                 indexer,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use clap::{Args, Subcommand, ValueEnum};
+use lockbox::blind_index::Normalization;
 use lockbox::fernet::FernetKey;
 use lockbox_engine::EngineConfig;
 use lockbox_migrate::{
@@ -66,6 +67,13 @@ pub(crate) struct TableArgs {
     /// Tenant template of the blind index, e.g. '{tenant_id}'.
     #[arg(long)]
     blind_index_tenant: Option<String>,
+    /// Normalization of the blind index: comma-separated trim, case_fold, nfc, or none
+    /// (default: all three, as the server's record API).
+    #[arg(long, value_delimiter = ',')]
+    blind_index_normalize: Option<Vec<String>>,
+    /// Blind-index truncation in bytes (8 to 32; default 16).
+    #[arg(long)]
+    blind_index_truncation: Option<usize>,
     /// Imported Vault-format key for `vault:vN:` values (`--from vault`).
     #[arg(long)]
     vault_key: Option<String>,
@@ -250,8 +258,29 @@ impl Observer for CliObserver {
     }
 }
 
-fn spec(t: &TableArgs, from: Vec<SourceFormat>, to_plaintext: bool) -> Spec {
-    Spec {
+fn normalization(list: Option<&[String]>) -> CliResult<Option<Normalization>> {
+    let Some(list) = list else { return Ok(None) };
+    let mut n = Normalization::NONE;
+    for s in list {
+        n = match s.trim() {
+            "trim" => n.with_trim(),
+            "case_fold" => n.with_case_fold(),
+            "nfc" => n.with_nfc(),
+            "none" | "" => n,
+            other => {
+                return Err(CliError::new(format!(
+                    "--blind-index-normalize: unknown {other:?}: use trim, case_fold, nfc or none"
+                )))
+            }
+        };
+    }
+    Ok(Some(n))
+}
+
+fn spec(t: &TableArgs, from: Vec<SourceFormat>, to_plaintext: bool) -> CliResult<Spec> {
+    Ok(Spec {
+        blind_index_normalization: normalization(t.blind_index_normalize.as_deref())?,
+        blind_index_truncation: t.blind_index_truncation,
         table: t.table.clone(),
         pk: t.pk.clone(),
         columns: t.columns.clone(),
@@ -263,7 +292,7 @@ fn spec(t: &TableArgs, from: Vec<SourceFormat>, to_plaintext: bool) -> Spec {
         blind_index_column: t.blind_index_column.clone(),
         blind_index_key: t.blind_index_key.clone(),
         blind_index_tenant: t.blind_index_tenant.clone(),
-    }
+    })
 }
 
 fn runtime(workers: u32) -> CliResult<tokio::runtime::Runtime> {
@@ -315,7 +344,7 @@ pub(crate) fn run(cmd: ReencryptCommand, g: &Global) -> CliResult<Vec<u8>> {
         }),
         ReencryptCommand::Verify(t) => runtime(1)?.block_on(async {
             let e = engine(g).await?;
-            let s = spec(&t, vec![SourceFormat::Plaintext], false);
+            let s = spec(&t, vec![SourceFormat::Plaintext], false)?;
             let r = lockbox_migrate::verify(&e, &t.db, &s, t.batch_size).await?;
             let text = if g.json {
                 format!("{}\n", r.to_json())
@@ -408,7 +437,7 @@ fn run_cmd(a: RunArgs, g: &Global) -> CliResult<Vec<u8>> {
         must_exist: a.resume.is_some(),
         before_write: None,
     };
-    let s = spec(&a.t, from, a.to_plaintext);
+    let s = spec(&a.t, from, a.to_plaintext)?;
     runtime(a.workers)?.block_on(async {
         let e = engine(g).await?;
         let res = lockbox_migrate::run(&e, &a.t.db, &s, secrets, &opts, obs.clone()).await;

@@ -358,7 +358,7 @@ async fn lifecycle(url: &str, name: &str) {
             &tenant.to_string(),
             "secret",
             &original(*id).unwrap(),
-            lockbox::blind_index::Normalization::NONE,
+            lockbox::blind_index::Normalization::ALL,
             lockbox::blind_index::DEFAULT_TRUNCATION,
         )
         .await
@@ -722,6 +722,31 @@ async fn bad_input(url: &str, name: &str) {
     assert!(e.contains("no-such-key"), "{e}");
     let e = run(&["--column", "secret", "--context", "{nope}:{id}"]);
     assert!(e.contains("context column nope does not exist"), "{e}");
+    let e = run(&[
+        "--column",
+        "secret",
+        "--blind-index-column",
+        "secret_bi",
+        "--blind-index-key",
+        "k",
+        "--blind-index-normalize",
+        "upper",
+    ]);
+    assert!(
+        e.contains("--blind-index-normalize: unknown \"upper\""),
+        "{e}"
+    );
+    let e = run(&[
+        "--column",
+        "secret",
+        "--blind-index-column",
+        "secret_bi",
+        "--blind-index-key",
+        "k",
+        "--blind-index-truncation",
+        "64",
+    ]);
+    assert!(e.contains("blind index"), "{e}");
     let e = run(&["--column", "secret", "--resume", "never-started"]);
     assert!(e.contains("no job never-started"), "{e}");
     // Values that are neither plaintext nor a known format.
