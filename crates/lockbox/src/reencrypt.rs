@@ -25,7 +25,7 @@ pub(crate) enum ReencryptCommand {
     Run(Box<RunArgs>),
     /// Check that every row decrypts; counts by format and key version
     /// (exit status 1 if a value fails, is not encrypted, or has a stale blind index).
-    Verify(TableArgs),
+    Verify(Box<TableArgs>),
     /// Show re-encryption jobs recorded in a database.
     Status {
         /// Database URL (postgres://, mysql://, sqlite://).
