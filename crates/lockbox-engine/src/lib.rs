@@ -511,6 +511,58 @@ impl KeyHandle {
     ) -> Result<String> {
         encrypt_loaded(&self.k, plaintext, context, aad, version)
     }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.k.row.name
+    }
+
+    /// The key id written into native ciphertext headers.
+    pub fn key_id(&self) -> u32 {
+        self.k.row.key_id
+    }
+
+    /// The latest (encrypting) version.
+    pub fn latest_version(&self) -> u32 {
+        self.k.row.latest_version
+    }
+
+    /// Encrypt in the native format as [`Engine::encrypt_native`] does,
+    /// synchronously (usage is not counted here).
+    ///
+    /// # Errors
+    /// As [`Engine::encrypt_native`].
+    pub fn encrypt_native(&self, plaintext: &[u8], context: &[u8]) -> Result<String> {
+        let ks = self.k.keyset.as_ref().ok_or_else(|| {
+            EngineError::BadRequest(format!(
+                "key type {} does not support encryption",
+                self.k.key_type
+            ))
+        })?;
+        Ok(ks.encrypt_with(plaintext, &EncryptOptions::with_context(context))?)
+    }
+
+    /// Decrypt as [`Engine::decrypt`] does (native, Vault or Fernet
+    /// ciphertexts of this key), synchronously and without reloading the key.
+    ///
+    /// # Errors
+    /// As [`Engine::decrypt`].
+    pub fn decrypt(&self, ciphertext: &str, context: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        Engine::decrypt_loaded(&self.k, ciphertext, context, aad)
+    }
+
+    /// A blind indexer over the key's usable versions (see
+    /// [`Engine::blind_index`]), built once for many values.
+    ///
+    /// # Errors
+    /// As [`Engine::blind_index`].
+    pub fn blind_indexer(
+        &self,
+        normalization: lockbox_core::blind_index::Normalization,
+        truncation: usize,
+    ) -> Result<lockbox_core::blind_index::BlindIndexer> {
+        Engine::blind_indexer(&self.k, normalization, truncation)
+    }
 }
 
 fn encrypt_loaded(

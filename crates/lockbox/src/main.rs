@@ -3,6 +3,7 @@
 mod access;
 mod envelope;
 mod observe;
+mod reencrypt;
 mod serve;
 mod target;
 
@@ -119,6 +120,10 @@ enum Command {
     /// Lockbox key, a tenant's key and/or an AWS KMS key.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    /// Re-encrypt a database column: plaintext, older key versions, Fernet, Vault or
+    /// pgcrypto values to Lockbox ciphertexts (or back to plaintext), in resumable batches.
+    #[command(subcommand)]
+    Reencrypt(reencrypt::ReencryptCommand),
 }
 
 #[derive(Args)]
@@ -596,6 +601,7 @@ fn run(command: Command, g: &Global) -> CliResult<Vec<u8>> {
         Command::Webhook(c) => observe::webhook_cmd(c),
         Command::Tls(c) => observe::tls_cmd(c, g),
         Command::Envelope(e) => envelope::run(e, g),
+        Command::Reencrypt(r) => reencrypt::run(r, g),
     }
 }
 
