@@ -699,8 +699,15 @@ async fn finish(
             .map(str::to_owned)
             .collect(),
     };
-    let key_in_body = r.and_then(|r| r.body.get("key")).and_then(Value::as_str);
-    let op = metrics::classify(&seg, method.as_str(), key_in_body);
+    // The key a request names in its body (a tenant's envelopes: its key).
+    let key_in_body = r.and_then(|r| match (r.body.get("key"), r.body.get("tenant")) {
+        (Some(Value::String(k)), _) => Some(k.clone()),
+        (None, Some(Value::String(t))) if seg.get(1).is_some_and(|s| s == "envelope") => {
+            Some(format!("tenant-{t}"))
+        }
+        _ => None,
+    });
+    let op = metrics::classify(&seg, method.as_str(), key_in_body.as_deref());
     let status = resp.status();
     let items = r
         .and_then(|r| r.body.get("batch_input"))

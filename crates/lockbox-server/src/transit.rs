@@ -773,7 +773,12 @@ pub(crate) async fn native(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
             no_content()
         }
         ["keys", name, "destroy"] => {
-            e.destroy(name, "api:root").await?;
+            // Recorded with the key (and in the KEY_DESTROYED event): who did it.
+            let by = r.authz.as_ref().map_or_else(
+                || "api".to_owned(),
+                |a| format!("token {} ({})", a.token.accessor, a.token.display_name),
+            );
+            e.destroy(name, &by).await?;
             no_content()
         }
         ["keys", name, "backup"] => {

@@ -779,3 +779,113 @@ fn events_reach_a_signed_webhook_with_retries_and_the_audit_log() {
     drop(srv);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn crypto_shredding_a_tenant_through_the_api_leaves_audit_evidence() {
+    let dir = tmpdir();
+    let key = master_key();
+    let srv = Srv::start(&dir, &key, &["--audit-file", "audit.log", "--audit-store"]);
+    let enc = |t: &str, pt: &str| {
+        let (s, v) = srv.api(
+            "POST",
+            "lockbox/envelope/encrypt",
+            json!({"tenant": t, "plaintext": lockbox::encoding::b64_encode(pt.as_bytes()),
+                   "context": {"table": "notes", "row": "1"}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        v["data"]["ciphertext"].as_str().unwrap().to_owned()
+    };
+    let doomed: Vec<String> = (0..5)
+        .map(|i| enc("doomed", &format!("note {i}")))
+        .collect();
+    let kept = enc("kept", "still here");
+    for ct in &doomed {
+        let (s, _) = srv.api(
+            "POST",
+            "lockbox/envelope/decrypt",
+            json!({"tenant": "doomed", "ciphertext": ct}),
+        );
+        assert_eq!(s, 200);
+    }
+    // Shred: allow deletion, destroy the tenant's key.
+    let (s, v) = srv.api(
+        "POST",
+        "transit/keys/tenant-doomed/config",
+        json!({"deletion_allowed": true}),
+    );
+    assert!(s < 300, "{v}");
+    let (s, v) = srv.api("POST", "lockbox/keys/tenant-doomed/destroy", json!({}));
+    assert_eq!(s, 204, "{v}");
+    for ct in &doomed {
+        let (s, v) = srv.api(
+            "POST",
+            "lockbox/envelope/decrypt",
+            json!({"tenant": "doomed", "ciphertext": ct}),
+        );
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["errors"][0].as_str().unwrap().contains("destroyed"),
+            "{v}"
+        );
+    }
+    // Other tenants are untouched.
+    let (s, v) = srv.api(
+        "POST",
+        "lockbox/envelope/decrypt",
+        json!({"tenant": "kept", "ciphertext": kept}),
+    );
+    assert_eq!(
+        (s, v["data"]["plaintext"].as_str()),
+        (200, Some("c3RpbGwgaGVyZQ=="))
+    );
+    // Evidence: the destruction, by whom, and the refused decryptions, in a
+    // verified trail.
+    std::thread::sleep(Duration::from_millis(1100));
+    srv.ok(&["keys", "list"], b"");
+    let accessor = {
+        let (_, me) = srv.api("GET", "auth/token/lookup-self", Value::Null);
+        me["data"]["accessor"].as_str().unwrap().to_owned()
+    };
+    let (dir, store, key) = srv.stop();
+    let env = [
+        ("LOCKBOX_MASTER_KEY", key.as_str()),
+        ("LOCKBOX_STORE", store.as_str()),
+    ];
+    let v = cli(
+        &env,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            dir.join("audit.log").to_str().unwrap(),
+            "--store-sink",
+        ],
+        b"",
+    );
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    let q = cli(&env, &["audit", "query", "--key", "tenant-doomed"], b"");
+    let entries: Vec<Value> = q
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let destroyed = entries
+        .iter()
+        .find(|e| e["event"] == "KEY_DESTROYED")
+        .unwrap_or_else(|| panic!("no KEY_DESTROYED in {entries:?}"));
+    assert!(
+        destroyed["detail"].as_str().unwrap().contains(&accessor),
+        "{destroyed}"
+    );
+    let request = entries
+        .iter()
+        .find(|e| e["operation"] == "lockbox.keys.destroy" && e["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(request["accessor"], accessor.as_str());
+    let refused = entries
+        .iter()
+        .filter(|e| e["operation"] == "lockbox.envelope.decrypt" && e["outcome"] == "error")
+        .count();
+    assert_eq!(refused, 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
