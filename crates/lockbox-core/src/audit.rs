@@ -96,6 +96,37 @@ impl AuditChain {
         b64url_encode(&self.prev)
     }
 
+    /// Seal an entry given as its canonical JSON: an object, compact, keys
+    /// sorted, `seq` equal to [`AuditChain::next_seq`], no `mac` (what a
+    /// `#[derive(Serialize)]` struct with fields in alphabetical order
+    /// produces). Returns the line with `mac` added last. This is the fast
+    /// path of [`AuditChain::append`]; verifiers re-canonicalize, so a body
+    /// that is not canonical fails verification at this entry.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if `body` is not a JSON object's text.
+    pub fn append_canonical(&mut self, mut body: Vec<u8>) -> Result<String> {
+        if body.first() != Some(&b'{') || body.last() != Some(&b'}') {
+            return Err(Error::Malformed("audit entry is not a JSON object"));
+        }
+        let mac = hmac_sha256_parts(&self.key, &[MAC_LABEL, &self.prev, &body]);
+        body.pop();
+        if body.len() > 1 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"\"mac\":\"");
+        b64url_encode_into_vec(&mac, &mut body);
+        body.extend_from_slice(b"\"}");
+        let line =
+            String::from_utf8(body).map_err(|_| Error::Malformed("audit entry is not UTF-8"))?;
+        let mut next = hmac_sha256(&self.key, RATCHET_LABEL);
+        self.key.copy_from_slice(&next);
+        next.zeroize();
+        self.prev = mac;
+        self.seq += 1;
+        Ok(line)
+    }
+
     /// Seal `entry` (a JSON object; `seq` and `mac` are set here) and return
     /// it as one JSON line, without the newline. The key then ratchets.
     ///
@@ -109,28 +140,10 @@ impl AuditChain {
         };
         m.insert("seq".into(), Value::from(self.seq));
         m.remove("mac");
-        // The canonical form once; the line is it with `mac` added last
-        // (verifiers re-canonicalize, so the position does not matter).
-        let mut body = serde_json::to_vec(&Value::Object(m))
+        // serde_json's Map keeps keys sorted: this is the canonical form.
+        let body = serde_json::to_vec(&Value::Object(m))
             .map_err(|_| Error::Malformed("audit entry does not serialize"))?;
-        let mac = hmac_sha256_parts(&self.key, &[MAC_LABEL, &self.prev, &body]);
-        if body.pop() != Some(b'}') {
-            return Err(Error::Malformed("audit entry does not serialize"));
-        }
-        if body.len() > 1 {
-            body.push(b',');
-        }
-        body.extend_from_slice(b"\"mac\":\"");
-        b64url_encode_into_vec(&mac, &mut body);
-        body.extend_from_slice(b"\"}");
-        let line = String::from_utf8(body)
-            .map_err(|_| Error::Malformed("audit entry does not serialize"))?;
-        let mut next = hmac_sha256(&self.key, RATCHET_LABEL);
-        self.key.copy_from_slice(&next);
-        next.zeroize();
-        self.prev = mac;
-        self.seq += 1;
-        Ok(line)
+        self.append_canonical(body)
     }
 }
 

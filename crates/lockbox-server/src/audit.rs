@@ -77,8 +77,54 @@ impl AuditConfig {
     }
 }
 
+/// A request's audit entry. Fields are in alphabetical order, so its
+/// serialization is the canonical form the chain MACs (no map, no sorting:
+/// this is the hot path). `seg` and `seq` are set by the writer.
+#[derive(serde::Serialize, Default)]
+pub(crate) struct RequestEntry {
+    pub(crate) accessor: Option<String>,
+    pub(crate) context_hmac: Option<String>,
+    pub(crate) duration_us: u64,
+    pub(crate) error_class: Option<&'static str>,
+    pub(crate) items: u64,
+    pub(crate) key: Option<String>,
+    pub(crate) key_version: Option<u64>,
+    pub(crate) method: String,
+    pub(crate) mount: Option<String>,
+    pub(crate) operation: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) path: Option<String>,
+    pub(crate) request_id: String,
+    pub(crate) role: Option<&'static str>,
+    pub(crate) seg: String,
+    pub(crate) seq: u64,
+    pub(crate) status: u16,
+    pub(crate) tenant: Option<String>,
+    pub(crate) time: i64,
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+}
+
+/// What is queued: a request entry, or any other entry (events, segments).
+pub(crate) enum Entry {
+    Request(Box<RequestEntry>),
+    Other(Map<String, Value>),
+}
+
+impl From<Map<String, Value>> for Entry {
+    fn from(m: Map<String, Value>) -> Self {
+        Entry::Other(m)
+    }
+}
+
+impl From<RequestEntry> for Entry {
+    fn from(r: RequestEntry) -> Self {
+        Entry::Request(Box::new(r))
+    }
+}
+
 struct Job {
-    entry: Map<String, Value>,
+    entry: Entry,
     ack: Option<oneshot::Sender<bool>>,
 }
 
@@ -200,7 +246,8 @@ impl Auditor {
 
     /// Records an entry. Fail closed: waits until it is written and
     /// returns `false` if it was not. Fail open: queues it if there is room.
-    pub(crate) async fn record(&self, entry: Map<String, Value>) -> bool {
+    pub(crate) async fn record(&self, entry: impl Into<Entry>) -> bool {
+        let entry = entry.into();
         if self.cfg.fail_open {
             if self.tx.try_send(Job { entry, ack: None }).is_err() {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -401,55 +448,85 @@ impl Writer {
     }
 
     async fn write(&mut self, batch: &mut [Job]) -> bool {
-        let mut entries = Vec::with_capacity(batch.len() + 1);
+        let mut entries: Vec<Entry> = Vec::with_capacity(batch.len() + 1);
         if self.chain.is_none() {
             match self.new_segment().await {
-                Ok(first) => entries.extend(first),
+                Ok(first) => entries.extend(first.into_iter().map(Entry::Other)),
                 Err(()) => return false,
             }
         }
-        entries.extend(batch.iter_mut().map(|j| std::mem::take(&mut j.entry)));
+        entries.extend(
+            batch
+                .iter_mut()
+                .map(|j| std::mem::replace(&mut j.entry, Entry::Other(Map::new()))),
+        );
         let Some((seg, chain)) = self.chain.as_mut() else {
             return false;
         };
         let mut lines = String::new();
         let mut rows = Vec::new();
-        let mut last = None;
-        for mut e in entries {
-            e.insert("seg".into(), Value::from(seg.as_str()));
+        let store = self.cfg.store;
+        for e in entries {
             let seq = chain.next_seq();
-            let time = e.get("time").and_then(Value::as_i64).unwrap_or(0);
-            let operation = e
-                .get("operation")
-                .or_else(|| e.get("event"))
-                .or_else(|| e.get("type"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            let key = e.get("key").and_then(Value::as_str).map(str::to_owned);
-            let outcome = e
-                .get("outcome")
-                .and_then(Value::as_str)
-                .unwrap_or("ok")
-                .to_owned();
-            let Ok(line) = chain.append(Value::Object(e)) else {
-                return false;
+            let (line, row) = match e {
+                Entry::Request(mut r) => {
+                    r.seg.clone_from(seg);
+                    r.seq = seq;
+                    let Ok(body) = serde_json::to_vec(&*r) else {
+                        return false;
+                    };
+                    let Ok(line) = chain.append_canonical(body) else {
+                        return false;
+                    };
+                    let row = store.then(|| AuditRow {
+                        segment: seg.clone(),
+                        seq,
+                        time: r.time,
+                        operation: std::mem::take(&mut r.operation),
+                        key: r.key.take(),
+                        outcome: r.outcome.to_owned(),
+                        entry: line.clone(),
+                    });
+                    (line, row)
+                }
+                Entry::Other(mut m) => {
+                    m.insert("seg".into(), Value::from(seg.as_str()));
+                    let row = store.then(|| {
+                        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+                        (
+                            m.get("time").and_then(Value::as_i64).unwrap_or(0),
+                            text("operation")
+                                .or_else(|| text("event"))
+                                .or_else(|| text("type"))
+                                .unwrap_or_default(),
+                            text("key"),
+                            text("outcome").unwrap_or_else(|| "ok".to_owned()),
+                        )
+                    });
+                    let Ok(line) = chain.append(Value::Object(m)) else {
+                        return false;
+                    };
+                    let row = row.map(|(time, operation, key, outcome)| AuditRow {
+                        segment: seg.clone(),
+                        seq,
+                        time,
+                        operation,
+                        key,
+                        outcome,
+                        entry: line.clone(),
+                    });
+                    (line, row)
+                }
             };
-            if self.cfg.store {
-                rows.push(AuditRow {
-                    segment: seg.clone(),
-                    seq,
-                    time,
-                    operation,
-                    key,
-                    outcome,
-                    entry: line.clone(),
-                });
-            }
+            rows.extend(row);
             lines.push_str(&line);
             lines.push('\n');
-            last = Some((seg.clone(), seq, chain.head()));
         }
+        let last = Some((
+            seg.clone(),
+            chain.next_seq().saturating_sub(1),
+            chain.head(),
+        ));
         let mut ok = true;
         if let Some(f) = self.file.as_mut() {
             let res = f

@@ -610,72 +610,45 @@ async fn audit_entry(
     status: StatusCode,
     t0: std::time::Instant,
     rid: &str,
-) -> Map<String, Value> {
-    let mut e = Map::new();
-    e.insert("type".into(), Value::from("request"));
-    e.insert("time".into(), Value::from(lockbox_engine::now()));
-    e.insert("request_id".into(), Value::from(rid));
-    e.insert("method".into(), Value::from(method.as_str()));
-    e.insert("operation".into(), Value::from(op.operation.as_str()));
-    e.insert(
-        "mount".into(),
-        op.mount.clone().map_or(Value::Null, Value::from),
-    );
-    e.insert(
-        "key".into(),
-        op.key.clone().map_or(Value::Null, Value::from),
-    );
-    e.insert("status".into(), Value::from(status.as_u16()));
+) -> audit::RequestEntry {
     let class = metrics::error_class(status);
-    e.insert(
-        "outcome".into(),
-        Value::from(if class.is_some() { "error" } else { "ok" }),
-    );
-    e.insert("error_class".into(), class.map_or(Value::Null, Value::from));
-    e.insert(
-        "duration_us".into(),
-        Value::from(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)),
-    );
-    let (mut accessor, mut role) = (Value::Null, Value::Null);
-    let mut key_version = Value::Null;
-    let mut tenant = Value::Null;
-    let mut ctx = Value::Null;
-    let mut items = Value::from(1);
+    let mut e = audit::RequestEntry {
+        kind: "request",
+        time: lockbox_engine::now(),
+        request_id: rid.to_owned(),
+        method: method.as_str().to_owned(),
+        operation: op.operation.clone(),
+        mount: op.mount.clone(),
+        key: op.key.clone(),
+        status: status.as_u16(),
+        outcome: if class.is_some() { "error" } else { "ok" },
+        error_class: class,
+        duration_us: u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
+        items: 1,
+        ..audit::RequestEntry::default()
+    };
     if let Some(r) = r {
-        e.insert("path".into(), Value::from(r.segments.join("/")));
+        e.path = Some(r.segments.join("/"));
         if let Some(z) = &r.authz {
-            accessor = Value::from(z.token.accessor.as_str());
-            role = Value::from(z.token.role());
+            e.accessor = Some(z.token.accessor.clone());
+            e.role = Some(z.token.role());
         }
         let b = &r.body;
         if let Some(Value::Array(list)) = b.get("batch_input") {
-            items = Value::from(list.len());
+            e.items = list.len() as u64;
         }
-        let ct = b.get("ciphertext").and_then(Value::as_str);
-        if let Some(v) = ct
+        e.key_version = b
+            .get("ciphertext")
+            .and_then(Value::as_str)
             .and_then(|c| c.strip_prefix("vault:v"))
             .and_then(|c| c.split(':').next())
-            .and_then(|v| v.parse::<u32>().ok())
-        {
-            key_version = Value::from(v);
-        } else if let Some(v) = b.get("key_version").and_then(Value::as_u64) {
-            key_version = Value::from(v);
-        }
-        if let Some(t) = b.get("tenant").and_then(Value::as_str) {
-            tenant = Value::from(t);
-        }
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| b.get("key_version").and_then(Value::as_u64));
+        e.tenant = b.get("tenant").and_then(Value::as_str).map(str::to_owned);
         if let Some(c) = b.get("context").and_then(Value::as_str) {
-            if let Ok(h) = a.hash(c.as_bytes()).await {
-                ctx = Value::from(h);
-            }
+            e.context_hmac = a.hash(c.as_bytes()).await.ok();
         }
     }
-    e.insert("accessor".into(), accessor);
-    e.insert("role".into(), role);
-    e.insert("key_version".into(), key_version);
-    e.insert("tenant".into(), tenant);
-    e.insert("context_hmac".into(), ctx);
-    e.insert("items".into(), items);
     e
 }
 
@@ -807,7 +780,7 @@ async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
                         &request_id(),
                     )
                     .await;
-                    e.insert("type".into(), Value::from("request-pending"));
+                    e.kind = "request-pending";
                     if !a.record(e).await {
                         return Err(ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
