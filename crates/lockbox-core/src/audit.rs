@@ -105,26 +105,35 @@ impl AuditChain {
     ///
     /// # Errors
     /// [`Error::Malformed`] if `body` is not a JSON object's text.
-    pub fn append_canonical(&mut self, mut body: Vec<u8>) -> Result<String> {
+    pub fn append_canonical(&mut self, body: Vec<u8>) -> Result<String> {
+        let mut out = Vec::with_capacity(body.len() + 56);
+        self.seal_into(&body, &mut out)?;
+        String::from_utf8(out).map_err(|_| Error::Malformed("audit entry is not UTF-8"))
+    }
+
+    /// As [`AuditChain::append_canonical`], appending the sealed line
+    /// (without a newline) to `out` (no allocation when `out` has room).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if `body` is not a JSON object's text.
+    pub fn seal_into(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if body.first() != Some(&b'{') || body.last() != Some(&b'}') {
             return Err(Error::Malformed("audit entry is not a JSON object"));
         }
-        let mac = hmac_sha256_parts(&self.key, &[MAC_LABEL, &self.prev, &body]);
-        body.pop();
-        if body.len() > 1 {
-            body.push(b',');
+        let mac = hmac_sha256_parts(&self.key, &[MAC_LABEL, &self.prev, body]);
+        out.extend_from_slice(&body[..body.len() - 1]);
+        if body.len() > 2 {
+            out.push(b',');
         }
-        body.extend_from_slice(b"\"mac\":\"");
-        b64url_encode_into_vec(&mac, &mut body);
-        body.extend_from_slice(b"\"}");
-        let line =
-            String::from_utf8(body).map_err(|_| Error::Malformed("audit entry is not UTF-8"))?;
+        out.extend_from_slice(b"\"mac\":\"");
+        b64url_encode_into_vec(&mac, out);
+        out.extend_from_slice(b"\"}");
         let mut next = hmac_sha256(&self.key, RATCHET_LABEL);
         self.key.copy_from_slice(&next);
         next.zeroize();
         self.prev = mac;
         self.seq += 1;
-        Ok(line)
+        Ok(())
     }
 
     /// Seal `entry` (a JSON object; `seq` and `mac` are set here) and return

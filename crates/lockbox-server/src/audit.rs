@@ -105,23 +105,42 @@ pub(crate) struct RequestEntry {
     pub(crate) kind: &'static str,
 }
 
-/// What is queued: a request entry, or any other entry (events, segments).
+/// The columns of a store row, kept aside (only with the store sink).
+pub(crate) struct RowMeta {
+    time: i64,
+    operation: String,
+    key: Option<String>,
+    outcome: &'static str,
+}
+
+/// What is queued: a request entry serialized on the request's thread
+/// (with the placeholder `"seg":"","seq":0`, filled in by the writer), or
+/// any other entry (events, segments).
 pub(crate) enum Entry {
+    Request { body: Vec<u8>, row: Option<RowMeta> },
+    Other(Map<String, Value>),
+}
+
+/// What callers hand to [`Auditor::record`].
+pub(crate) enum Pending {
     Request(Box<RequestEntry>),
     Other(Map<String, Value>),
 }
 
-impl From<Map<String, Value>> for Entry {
+impl From<Map<String, Value>> for Pending {
     fn from(m: Map<String, Value>) -> Self {
-        Entry::Other(m)
+        Pending::Other(m)
     }
 }
 
-impl From<RequestEntry> for Entry {
+impl From<RequestEntry> for Pending {
     fn from(r: RequestEntry) -> Self {
-        Entry::Request(Box::new(r))
+        Pending::Request(Box::new(r))
     }
 }
+
+/// Where the writer puts `seg` and `seq` in a serialized request entry.
+const PLACEHOLDER: &[u8] = br#","seg":"","seq":0,"status":"#;
 
 struct Job {
     entry: Entry,
@@ -246,8 +265,27 @@ impl Auditor {
 
     /// Records an entry. Fail closed: waits until it is written and
     /// returns `false` if it was not. Fail open: queues it if there is room.
-    pub(crate) async fn record(&self, entry: impl Into<Entry>) -> bool {
-        let entry = entry.into();
+    pub(crate) async fn record(&self, entry: impl Into<Pending>) -> bool {
+        // Serialized here, on the request's thread: the writer gets one
+        // buffer (few allocations cross threads; the allocator's arenas
+        // stay uncontended).
+        let entry = match entry.into() {
+            Pending::Other(m) => Entry::Other(m),
+            Pending::Request(r) => {
+                let Ok(body) = serde_json::to_vec(&*r) else {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return self.cfg.fail_open;
+                };
+                let r = *r;
+                let row = self.cfg.store.then_some(RowMeta {
+                    time: r.time,
+                    operation: r.operation,
+                    key: r.key,
+                    outcome: r.outcome,
+                });
+                Entry::Request { body, row }
+            }
+        };
         if self.cfg.fail_open {
             if self.tx.try_send(Job { entry, ack: None }).is_err() {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -463,31 +501,31 @@ impl Writer {
         let Some((seg, chain)) = self.chain.as_mut() else {
             return false;
         };
-        let mut lines = String::new();
+        let mut lines: Vec<u8> = Vec::with_capacity(entries.len() * 512);
+        let mut body: Vec<u8> = Vec::with_capacity(1024);
         let mut rows = Vec::new();
         let store = self.cfg.store;
         for e in entries {
             let seq = chain.next_seq();
-            let (line, row) = match e {
-                Entry::Request(mut r) => {
-                    r.seg.clone_from(seg);
-                    r.seq = seq;
-                    let Ok(body) = serde_json::to_vec(&*r) else {
+            let start = lines.len();
+            let row = match e {
+                Entry::Request { body: b, row } => {
+                    let Some(pos) = b.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER)
+                    else {
                         return false;
                     };
-                    let Ok(line) = chain.append_canonical(body) else {
+                    body.clear();
+                    body.extend_from_slice(&b[..pos]);
+                    body.extend_from_slice(br#","seg":""#);
+                    body.extend_from_slice(seg.as_bytes());
+                    body.extend_from_slice(br#"","seq":"#);
+                    body.extend_from_slice(seq.to_string().as_bytes());
+                    body.extend_from_slice(br#","status":"#);
+                    body.extend_from_slice(&b[pos + PLACEHOLDER.len()..]);
+                    if chain.seal_into(&body, &mut lines).is_err() {
                         return false;
-                    };
-                    let row = store.then(|| AuditRow {
-                        segment: seg.clone(),
-                        seq,
-                        time: r.time,
-                        operation: std::mem::take(&mut r.operation),
-                        key: r.key.take(),
-                        outcome: r.outcome.to_owned(),
-                        entry: line.clone(),
-                    });
-                    (line, row)
+                    }
+                    row.map(|m| (m.time, m.operation, m.key, m.outcome.to_owned()))
                 }
                 Entry::Other(mut m) => {
                     m.insert("seg".into(), Value::from(seg.as_str()));
@@ -506,21 +544,22 @@ impl Writer {
                     let Ok(line) = chain.append(Value::Object(m)) else {
                         return false;
                     };
-                    let row = row.map(|(time, operation, key, outcome)| AuditRow {
-                        segment: seg.clone(),
-                        seq,
-                        time,
-                        operation,
-                        key,
-                        outcome,
-                        entry: line.clone(),
-                    });
-                    (line, row)
+                    lines.extend_from_slice(line.as_bytes());
+                    row
                 }
             };
-            rows.extend(row);
-            lines.push_str(&line);
-            lines.push('\n');
+            if let Some((time, operation, key, outcome)) = row {
+                rows.push(AuditRow {
+                    segment: seg.clone(),
+                    seq,
+                    time,
+                    operation,
+                    key,
+                    outcome,
+                    entry: String::from_utf8_lossy(&lines[start..]).into_owned(),
+                });
+            }
+            lines.push(b'\n');
         }
         let last = Some((
             seg.clone(),
@@ -529,10 +568,7 @@ impl Writer {
         ));
         let mut ok = true;
         if let Some(f) = self.file.as_mut() {
-            let res = f
-                .file
-                .write_all(lines.as_bytes())
-                .and_then(|()| f.file.flush());
+            let res = f.file.write_all(&lines).and_then(|()| f.file.flush());
             match res {
                 Ok(()) => f.size += lines.len() as u64,
                 Err(e) => {
@@ -543,10 +579,7 @@ impl Writer {
         }
         if ok && self.cfg.stdout {
             let mut out = std::io::stdout().lock();
-            ok = out
-                .write_all(lines.as_bytes())
-                .and_then(|()| out.flush())
-                .is_ok();
+            ok = out.write_all(&lines).and_then(|()| out.flush()).is_ok();
         }
         if ok && self.cfg.store {
             if let Err(e) = self.engine.store().audit_append(&rows).await {
