@@ -212,10 +212,9 @@ impl Auditor {
             anchor_at: Instant::now(),
             auditor: Arc::downgrade(&a),
         };
-        // The writer runs on its own (blocking-pool) thread: sealing and
-        // file writes never stall the request workers.
-        let rt = tokio::runtime::Handle::current();
-        let h = tokio::task::spawn_blocking(move || writer.run(rx, &rt));
+        // The writer is a task on the server's runtime: a separate thread
+        // measured slower (every batch a thread wake-up and context switch).
+        let h = tokio::spawn(writer.run(rx));
         (a, h)
     }
 
@@ -412,9 +411,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>, rt: &tokio::runtime::Handle) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(256);
-        while let Some(job) = rx.blocking_recv() {
+        while let Some(job) = rx.recv().await {
             batch.push(job);
             while batch.len() < 256 {
                 match rx.try_recv() {
@@ -422,7 +421,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let ok = rt.block_on(self.write(&mut batch));
+            let ok = self.write(&mut batch).await;
             if let Some(a) = self.auditor.upgrade() {
                 a.healthy.store(ok, Ordering::Relaxed);
                 if !ok {
@@ -439,7 +438,7 @@ impl Writer {
             }
         }
         // Queue closed (shutdown): leave an exact anchor.
-        let _ = rt.block_on(self.write_anchor());
+        let _ = self.write_anchor().await;
         if let Some(f) = &self.file {
             let _ = f.file.sync_all();
         }
