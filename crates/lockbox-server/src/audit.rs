@@ -31,7 +31,7 @@ use lockbox_core::SecretBytes;
 use lockbox_engine::{Engine, EngineError};
 use lockbox_store::AuditRow;
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Where audit entries go and what happens when they cannot be written.
 #[derive(Clone, Debug)]
@@ -142,19 +142,32 @@ impl From<RequestEntry> for Pending {
 /// Where the writer puts `seg` and `seq` in a serialized request entry.
 const PLACEHOLDER: &[u8] = br#","seg":"","seq":0,"status":"#;
 
-struct Job {
-    entry: Entry,
-    ack: Option<oneshot::Sender<bool>>,
-}
-
 /// The request side of the audit log.
 pub(crate) struct Auditor {
-    tx: mpsc::Sender<Job>,
-    cfg: AuditConfig,
-    pub(crate) failures: AtomicU64,
+    /// Fail open: entries queue here for a writer task (bounded).
+    tx: Option<mpsc::Sender<Entry>>,
+    pub(crate) core: Arc<SinkCore>,
     healthy: AtomicBool,
     hmac_key: std::sync::RwLock<Option<SecretBytes>>,
+}
+
+/// The chain and the sinks, shared by requests (fail closed: each request
+/// writes its own entry, under a short lock) and the fail-open writer task.
+pub(crate) struct SinkCore {
+    /// Entries that could not be written (`audit_write_failures_total`).
+    pub(crate) failures: AtomicU64,
+    cfg: AuditConfig,
     engine: Engine,
+    state: std::sync::Mutex<WriterState>,
+    key: std::sync::RwLock<Option<SecretBytes>>,
+}
+
+struct WriterState {
+    chain: Option<(String, AuditChain)>,
+    file: Option<FileSink>,
+    /// The last entry written: (segment, seq, mac).
+    last: Option<(String, u64, String)>,
+    anchor_at: Instant,
 }
 
 /// The name anchors are kept under for a sink (the file's name, or `store`).
@@ -189,37 +202,40 @@ pub async fn anchors(engine: &Engine, sink: &str) -> Result<Vec<Anchor>, EngineE
 }
 
 impl Auditor {
-    /// Starts the writer task (it gets the audit key once unsealed).
+    /// The audit log; with `fail_open`, also its writer task.
     pub(crate) fn start(
         engine: Engine,
         cfg: AuditConfig,
-    ) -> (Arc<Auditor>, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+    ) -> (Arc<Auditor>, Option<tokio::task::JoinHandle<()>>) {
+        let core = Arc::new(SinkCore {
+            failures: AtomicU64::new(0),
+            cfg: cfg.clone(),
+            engine,
+            state: std::sync::Mutex::new(WriterState {
+                chain: None,
+                file: None,
+                last: None,
+                anchor_at: Instant::now(),
+            }),
+            key: std::sync::RwLock::new(None),
+        });
+        let (tx, task) = if cfg.fail_open {
+            let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+            (Some(tx), Some(tokio::spawn(drain(core.clone(), rx))))
+        } else {
+            (None, None)
+        };
         let a = Arc::new(Auditor {
             tx,
-            cfg: cfg.clone(),
-            failures: AtomicU64::new(0),
+            core,
             healthy: AtomicBool::new(true),
             hmac_key: std::sync::RwLock::new(None),
-            engine: engine.clone(),
         });
-        let writer = Writer {
-            engine,
-            cfg,
-            chain: None,
-            file: None,
-            last: None,
-            anchor_at: Instant::now(),
-            auditor: Arc::downgrade(&a),
-        };
-        // The writer is a task on the server's runtime: a separate thread
-        // measured slower (every batch a thread wake-up and context switch).
-        let h = tokio::spawn(writer.run(rx));
-        (a, h)
+        (a, task)
     }
 
     pub(crate) fn fail_open(&self) -> bool {
-        self.cfg.fail_open
+        self.core.cfg.fail_open
     }
 
     /// Whether the last write succeeded (fail-closed servers refuse work
@@ -238,7 +254,7 @@ impl Auditor {
         let mac = match cached {
             Some(m) => m,
             None => {
-                let ak = self.engine.audit_key().await?;
+                let ak = self.core.engine.audit_key().await?;
                 let k = SecretBytes::new(
                     hmac_sha256(ak.expose_secret(), b"lockbox/v1/audit/hmac").to_vec(),
                 );
@@ -260,6 +276,9 @@ impl Auditor {
         if let Ok(mut k) = self.hmac_key.write() {
             *k = None;
         }
+        if let Ok(mut k) = self.core.key.write() {
+            *k = None;
+        }
     }
 
     /// Records an entry. Fail closed: waits until it is written and
@@ -272,11 +291,11 @@ impl Auditor {
             Pending::Other(m) => Entry::Other(m),
             Pending::Request(r) => {
                 let Ok(body) = serde_json::to_vec(&*r) else {
-                    self.failures.fetch_add(1, Ordering::Relaxed);
-                    return self.cfg.fail_open;
+                    self.core.failures.fetch_add(1, Ordering::Relaxed);
+                    return self.core.cfg.fail_open;
                 };
                 let r = *r;
-                let row = self.cfg.store.then_some(RowMeta {
+                let row = self.core.cfg.store.then_some(RowMeta {
                     time: r.time,
                     operation: r.operation,
                     key: r.key,
@@ -285,28 +304,39 @@ impl Auditor {
                 Entry::Request { body, row }
             }
         };
-        if self.cfg.fail_open {
-            if self.tx.try_send(Job { entry, ack: None }).is_err() {
-                self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = &self.tx {
+            if tx.try_send(entry).is_err() {
+                self.core.failures.fetch_add(1, Ordering::Relaxed);
             }
             return true;
         }
-        let (ack, done) = oneshot::channel();
-        let job = Job {
-            entry,
-            ack: Some(ack),
-        };
-        let written = async {
-            self.tx.send(job).await.ok()?;
-            done.await.ok()
-        };
-        match tokio::time::timeout(self.cfg.timeout, written).await {
-            Ok(Some(true)) => true,
-            _ => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                self.healthy.store(false, Ordering::Relaxed);
-                false
+        // Fail closed: this request writes its entry itself (no queue, no
+        // hand-off to another task), within the timeout.
+        let written =
+            tokio::time::timeout(self.core.cfg.timeout, self.core.write_entries(vec![entry])).await;
+        let ok = matches!(written, Ok(true));
+        self.healthy.store(ok, Ordering::Relaxed);
+        if !ok {
+            self.core.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+/// The fail-open writer: drains the queue in batches.
+async fn drain(core: Arc<SinkCore>, mut rx: mpsc::Receiver<Entry>) {
+    let mut batch = Vec::with_capacity(256);
+    while let Some(e) = rx.recv().await {
+        batch.push(e);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
             }
+        }
+        let n = batch.len();
+        if !core.write_entries(std::mem::take(&mut batch)).await {
+            core.failures.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }
@@ -399,56 +429,93 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-struct Writer {
-    engine: Engine,
-    cfg: AuditConfig,
-    chain: Option<(String, AuditChain)>,
-    file: Option<FileSink>,
-    /// The last entry written: (segment, seq, mac).
-    last: Option<(String, u64, String)>,
-    anchor_at: Instant,
-    auditor: std::sync::Weak<Auditor>,
-}
+impl SinkCore {
+    /// The audit key, fetched from the engine once (forgotten on seal).
+    async fn key(&self) -> Option<SecretBytes> {
+        if let Some(k) = self.key.read().ok().and_then(|k| k.clone()) {
+            return Some(k);
+        }
+        let k = self.engine.audit_key().await.ok()?;
+        if let Ok(mut slot) = self.key.write() {
+            *slot = Some(k.clone());
+        }
+        Some(k)
+    }
 
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(256);
-        while let Some(job) = rx.recv().await {
-            batch.push(job);
-            while batch.len() < 256 {
-                match rx.try_recv() {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
-                }
+    /// Seals `entries` into the chain and writes them to every sink. The
+    /// one write path of both failure policies.
+    pub(crate) async fn write_entries(&self, entries: Vec<Entry>) -> bool {
+        let Some(key) = self.key().await else {
+            return false;
+        };
+        let (rows, anchor) = {
+            let Ok(mut st) = self.state.lock() else {
+                return false;
+            };
+            match st.seal_and_write(&self.cfg, &key, entries) {
+                Ok(x) => x,
+                Err(()) => return false,
             }
-            let ok = self.write(&mut batch).await;
-            if let Some(a) = self.auditor.upgrade() {
-                a.healthy.store(ok, Ordering::Relaxed);
-                if !ok {
-                    a.failures.fetch_add(
-                        batch.iter().filter(|j| j.ack.is_none()).count() as u64,
-                        Ordering::Relaxed,
-                    );
+        };
+        if !rows.is_empty() {
+            if let Err(e) = self.engine.store().audit_append(&rows).await {
+                eprintln!("lockbox: audit store write failed: {e}");
+                if let Ok(mut st) = self.state.lock() {
+                    st.chain = None;
                 }
-            }
-            for j in batch.drain(..) {
-                if let Some(ack) = j.ack {
-                    let _ = ack.send(ok);
-                }
+                return false;
             }
         }
-        // Queue closed (shutdown): leave an exact anchor.
-        let _ = self.write_anchor().await;
-        if let Some(f) = &self.file {
-            let _ = f.file.sync_all();
+        if let Some(a) = anchor {
+            let _ = self.put_anchor(a).await;
+        }
+        true
+    }
+
+    /// Writes the anchor of the last entry now (at shutdown).
+    pub(crate) async fn final_anchor(&self) {
+        let a = self.state.lock().ok().and_then(|st| st.last.clone());
+        if let Some(a) = a {
+            let _ = self.put_anchor(a).await;
+        }
+        if let Ok(st) = self.state.lock() {
+            if let Some(f) = &st.file {
+                let _ = f.file.sync_all();
+            }
         }
     }
 
+    async fn put_anchor(&self, (seg, seq, mac): (String, u64, String)) -> Result<(), EngineError> {
+        let body = json!({ "entries": seq + 1, "head": mac }).to_string();
+        let mut sinks = Vec::new();
+        if let Some(p) = &self.cfg.file {
+            sinks.push(sink_name(Some(p)));
+        }
+        if self.cfg.store {
+            sinks.push(sink_name(None));
+        }
+        for s in sinks {
+            self.engine
+                .store()
+                .meta_put(&anchor_key(&s, &seg), body.as_bytes())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Store rows to insert, and an anchor to keep if one is due.
+type Written = (Vec<AuditRow>, Option<(String, u64, String)>);
+
+impl WriterState {
     /// Opens a new segment, linked to the last entry written.
-    async fn new_segment(&mut self) -> Result<Vec<Map<String, Value>>, ()> {
-        let key = self.engine.audit_key().await.map_err(|_| ())?;
+    fn new_segment(
+        &mut self,
+        cfg: &AuditConfig,
+        key: &SecretBytes,
+    ) -> Result<Map<String, Value>, ()> {
         if self.file.is_none() {
-            if let Some(p) = &self.cfg.file {
+            if let Some(p) = &cfg.file {
                 if self.last.is_none() {
                     // Link to the previous run's last entry in the file.
                     if let Some(l) = last_line(p) {
@@ -476,34 +543,36 @@ impl Writer {
             .as_ref()
             .map(|(s, q, m)| (s.as_str(), *q, m.as_str()));
         let (chain, entry) =
-            start_segment(&key, &seg, prev, lockbox_engine::now()).map_err(|_| ())?;
+            start_segment(key, &seg, prev, lockbox_engine::now()).map_err(|_| ())?;
         self.chain = Some((seg, chain));
         match entry {
-            Value::Object(m) => Ok(vec![m]),
+            Value::Object(m) => Ok(m),
             _ => Err(()),
         }
     }
 
-    async fn write(&mut self, batch: &mut [Job]) -> bool {
+    /// Seals the entries and writes them to the file and stdout sinks
+    /// (rotating the file when due); returns the store rows and, at most
+    /// once a second, the anchor to keep. On a failed write the chain is
+    /// dropped: the next entry opens a segment linked to the last good one.
+    fn seal_and_write(
+        &mut self,
+        cfg: &AuditConfig,
+        key: &SecretBytes,
+        batch: Vec<Entry>,
+    ) -> Result<Written, ()> {
         let mut entries: Vec<Entry> = Vec::with_capacity(batch.len() + 1);
         if self.chain.is_none() {
-            match self.new_segment().await {
-                Ok(first) => entries.extend(first.into_iter().map(Entry::Other)),
-                Err(()) => return false,
-            }
+            entries.push(Entry::Other(self.new_segment(cfg, key)?));
         }
-        entries.extend(
-            batch
-                .iter_mut()
-                .map(|j| std::mem::replace(&mut j.entry, Entry::Other(Map::new()))),
-        );
+        entries.extend(batch);
         let Some((seg, chain)) = self.chain.as_mut() else {
-            return false;
+            return Err(());
         };
         let mut lines: Vec<u8> = Vec::with_capacity(entries.len() * 512);
         let mut body: Vec<u8> = Vec::with_capacity(1024);
         let mut rows = Vec::new();
-        let store = self.cfg.store;
+        let store = cfg.store;
         for e in entries {
             let seq = chain.next_seq();
             let start = lines.len();
@@ -511,7 +580,7 @@ impl Writer {
                 Entry::Request { body: b, row } => {
                     let Some(pos) = b.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER)
                     else {
-                        return false;
+                        return Err(());
                     };
                     body.clear();
                     body.extend_from_slice(&b[..pos]);
@@ -522,7 +591,7 @@ impl Writer {
                     body.extend_from_slice(br#","status":"#);
                     body.extend_from_slice(&b[pos + PLACEHOLDER.len()..]);
                     if chain.seal_into(&body, &mut lines).is_err() {
-                        return false;
+                        return Err(());
                     }
                     row.map(|m| (m.time, m.operation, m.key, m.outcome.to_owned()))
                 }
@@ -541,7 +610,7 @@ impl Writer {
                         )
                     });
                     let Ok(line) = chain.append(Value::Object(m)) else {
-                        return false;
+                        return Err(());
                     };
                     lines.extend_from_slice(line.as_bytes());
                     row
@@ -560,11 +629,11 @@ impl Writer {
             }
             lines.push(b'\n');
         }
-        let last = Some((
+        let last = (
             seg.clone(),
             chain.next_seq().saturating_sub(1),
             chain.head(),
-        ));
+        );
         let mut ok = true;
         if let Some(f) = self.file.as_mut() {
             let res = f.file.write_all(&lines).and_then(|()| f.file.flush());
@@ -576,60 +645,29 @@ impl Writer {
                 }
             }
         }
-        if ok && self.cfg.stdout {
+        if ok && cfg.stdout {
             let mut out = std::io::stdout().lock();
             ok = out.write_all(&lines).and_then(|()| out.flush()).is_ok();
         }
-        if ok && self.cfg.store {
-            if let Err(e) = self.engine.store().audit_append(&rows).await {
-                eprintln!("lockbox: audit store write failed: {e}");
-                ok = false;
-            }
-        }
         if !ok {
-            // The chain moved past entries that may not all be written:
-            // the next batch opens a new segment linked to the last good one.
             self.chain = None;
-            return false;
+            return Err(());
         }
-        self.last = last;
+        self.last = Some(last.clone());
         if let Some(f) = self.file.as_mut() {
-            let too_big = self.cfg.file_max_bytes > 0 && f.size >= self.cfg.file_max_bytes;
-            let too_old =
-                !self.cfg.file_max_age.is_zero() && f.opened.elapsed() >= self.cfg.file_max_age;
+            let too_big = cfg.file_max_bytes > 0 && f.size >= cfg.file_max_bytes;
+            let too_old = !cfg.file_max_age.is_zero() && f.opened.elapsed() >= cfg.file_max_age;
             if too_big || too_old {
                 if let Err(e) = f.rotate() {
                     eprintln!("lockbox: audit file rotation failed: {e}");
                 }
             }
         }
-        if self.anchor_at.elapsed() >= Duration::from_secs(1) {
-            let _ = self.write_anchor().await;
-        }
-        true
-    }
-
-    async fn write_anchor(&mut self) -> Result<(), EngineError> {
-        self.anchor_at = Instant::now();
-        let Some((seg, seq, mac)) = &self.last else {
-            return Ok(());
-        };
-        let v = json!({ "entries": seq + 1, "head": mac });
-        let body = v.to_string();
-        let mut sinks = Vec::new();
-        if let Some(p) = &self.cfg.file {
-            sinks.push(sink_name(Some(p)));
-        }
-        if self.cfg.store {
-            sinks.push(sink_name(None));
-        }
-        for s in sinks {
-            self.engine
-                .store()
-                .meta_put(&anchor_key(&s, seg), body.as_bytes())
-                .await?;
-        }
-        Ok(())
+        let anchor = (self.anchor_at.elapsed() >= Duration::from_secs(1)).then(|| {
+            self.anchor_at = Instant::now();
+            last
+        });
+        Ok((rows, anchor))
     }
 }
 
@@ -720,7 +758,7 @@ pub(crate) async fn endpoint(
     };
     match (rest, &r.method) {
         ([], &Method::GET) => {
-            let c = &a.cfg;
+            let c = &a.core.cfg;
             crate::ok(json!({
                 "file": c.file.as_ref().map(|p| p.display().to_string()),
                 "file_max_bytes": c.file_max_bytes,
@@ -730,13 +768,13 @@ pub(crate) async fn endpoint(
                 "fail_open": c.fail_open,
                 "queue": c.queue,
                 "healthy": a.healthy(),
-                "write_failures": a.failures.load(Ordering::Relaxed),
+                "write_failures": a.core.failures.load(Ordering::Relaxed),
             }))
         }
         (["verify"], &Method::POST | &Method::PUT) => {
             let mut out = Map::new();
             let mut ok = true;
-            if let Some(p) = &a.cfg.file {
+            if let Some(p) = &a.core.cfg.file {
                 match verify_file_sink(&st.engine, p).await {
                     Ok(rep) => {
                         out.insert(
@@ -750,7 +788,7 @@ pub(crate) async fn endpoint(
                     }
                 }
             }
-            if a.cfg.store {
+            if a.core.cfg.store {
                 match verify_store_sink(&st.engine).await {
                     Ok(rep) => {
                         out.insert(
@@ -768,7 +806,7 @@ pub(crate) async fn endpoint(
             crate::ok(Value::Object(out))
         }
         (["query"], &Method::POST | &Method::PUT | &Method::GET) => {
-            if !a.cfg.store {
+            if !a.core.cfg.store {
                 return Err(crate::ApiError::bad(
                     "queries need the store sink (serve --audit-store)",
                 ));

@@ -89,7 +89,7 @@ impl AppState {
     fn new(engine: Engine, cfg: ServerConfig) -> (AppState, Option<tokio::task::JoinHandle<()>>) {
         let (audit, writer) = if cfg.audit.enabled() {
             let (a, h) = audit::Auditor::start(engine.clone(), cfg.audit.clone());
-            (Some(a), Some(h))
+            (Some(a), h)
         } else {
             (None, None)
         };
@@ -211,9 +211,13 @@ pub async fn serve_tls(
 
 /// Lets the audit writer drain its queue and leave its anchor.
 async fn finish_audit(st: AppState, writer: Option<tokio::task::JoinHandle<()>>) {
+    let core = st.audit.as_ref().map(|a| a.core.clone());
     drop(st);
     if let Some(w) = writer {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+    }
+    if let Some(c) = core {
+        c.final_anchor().await;
     }
 }
 
@@ -811,10 +815,9 @@ async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
                     ok(json!({ "hash": a.hash(input.as_bytes()).await? }))
                 }
                 ["sys", "metrics"] if r.method == Method::GET => {
-                    let failures = st
-                        .audit
-                        .as_ref()
-                        .map_or(0, |a| a.failures.load(std::sync::atomic::Ordering::Relaxed));
+                    let failures = st.audit.as_ref().map_or(0, |a| {
+                        a.core.failures.load(std::sync::atomic::Ordering::Relaxed)
+                    });
                     let text = st.metrics.render(&st.engine, failures).await;
                     let mut resp = Response::new(Body::from(text));
                     resp.headers_mut().insert(
