@@ -1,17 +1,19 @@
 //! The audit log: one chained, sealed entry per request and per event.
 //!
-//! Entries go through a bounded queue to one writer task, which seals them
-//! in a forward-secure HMAC chain ([`lockbox_core::audit`]) and writes them
-//! to the configured sinks: a JSON-lines file (rotated by size or age; the
-//! chain runs on across files), stdout, and the store (queryable). Each run
-//! of the writer is a *segment* whose first entry links to the last entry
-//! before it; the writer keeps an *anchor* (entries and head of its
-//! segment) in the store, at most a second old, so truncation is detected.
+//! Entries are sealed in a forward-secure HMAC chain
+//! ([`lockbox_core::audit`]) and written to the configured sinks: a
+//! JSON-lines file (rotated by size or age; the chain runs on across files),
+//! stdout, and the store (queryable). Each run is a *segment* whose first
+//! entry links to the last entry before it; an *anchor* (entries and head
+//! of the segment) is kept in the store, at most a second old, so
+//! truncation is detected.
 //!
-//! Failure policy: by default a request whose entry cannot be written is
-//! refused (fail closed, 503); with `fail_open` it proceeds and the failure
-//! is counted. The queue is bounded: when it is full for `timeout`, the
-//! entry counts as failed (never an unbounded backlog).
+//! Failure policy: by default (fail closed) each request seals and writes
+//! its own entry, under a short lock, before it is answered: no queue, no
+//! hand-off; if the entry cannot be written the answer is a 503 (a store
+//! write waits at most `timeout`). With `fail_open` entries go through a
+//! bounded queue to a writer task and requests do not wait; a full queue or
+//! a failed write drops entries and counts them. Never an unbounded backlog.
 //!
 //! Never in an entry: plaintext, ciphertext, tokens or key material. The
 //! token appears as its accessor; a request's `context` as an HMAC under
@@ -48,9 +50,9 @@ pub struct AuditConfig {
     pub store: bool,
     /// Let requests proceed when their entry cannot be written.
     pub fail_open: bool,
-    /// Most entries waiting for the writer.
+    /// Fail open: most entries waiting for the writer task.
     pub queue: usize,
-    /// How long a request waits for its entry to be written.
+    /// Fail closed: how long a request waits for its entry to be written.
     pub timeout: Duration,
 }
 
