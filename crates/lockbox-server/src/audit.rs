@@ -161,7 +161,7 @@ pub(crate) struct SinkCore {
     cfg: AuditConfig,
     engine: Engine,
     state: std::sync::Mutex<WriterState>,
-    key: std::sync::RwLock<Option<SecretBytes>>,
+    key: std::sync::RwLock<Option<Arc<SecretBytes>>>,
 }
 
 struct WriterState {
@@ -313,10 +313,17 @@ impl Auditor {
             return true;
         }
         // Fail closed: this request writes its entry itself (no queue, no
-        // hand-off to another task), within the timeout.
-        let written =
-            tokio::time::timeout(self.core.cfg.timeout, self.core.write_entries(vec![entry])).await;
-        let ok = matches!(written, Ok(true));
+        // hand-off to another task). Only the store sink can wait (the file
+        // and stdout writes are synchronous): only it gets the timeout.
+        let ok = if self.core.cfg.store {
+            let w = self.core.write_entries(vec![entry]);
+            matches!(
+                tokio::time::timeout(self.core.cfg.timeout, w).await,
+                Ok(true)
+            )
+        } else {
+            self.core.write_entries(vec![entry]).await
+        };
         self.healthy.store(ok, Ordering::Relaxed);
         if !ok {
             self.core.failures.fetch_add(1, Ordering::Relaxed);
@@ -433,11 +440,11 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
 
 impl SinkCore {
     /// The audit key, fetched from the engine once (forgotten on seal).
-    async fn key(&self) -> Option<SecretBytes> {
+    async fn key(&self) -> Option<Arc<SecretBytes>> {
         if let Some(k) = self.key.read().ok().and_then(|k| k.clone()) {
             return Some(k);
         }
-        let k = self.engine.audit_key().await.ok()?;
+        let k = Arc::new(self.engine.audit_key().await.ok()?);
         if let Ok(mut slot) = self.key.write() {
             *slot = Some(k.clone());
         }
