@@ -50,9 +50,7 @@ impl fmt::Debug for Share {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::encoding::hex_encode as hex;
 
 fn checksum(body: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());

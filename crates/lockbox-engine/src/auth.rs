@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use lockbox_core::acl::{self, Acl, PathRule};
-use lockbox_core::encoding::b64url_encode;
+use lockbox_core::encoding::{b64url_encode, hex_decode, hex_encode};
 use lockbox_core::kdf::hmac_sha256;
 use lockbox_core::{fill_random, SecretBytes};
 use serde::{Deserialize, Serialize};
@@ -215,24 +215,6 @@ fn builtin(name: &str) -> Option<String> {
     }
 }
 
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &[u8]) -> std::result::Result<Vec<u8>, ()> {
-    if s.len() % 2 != 0 {
-        return Err(());
-    }
-    s.chunks(2)
-        .map(|c| {
-            std::str::from_utf8(c)
-                .ok()
-                .and_then(|t| u8::from_str_radix(t, 16).ok())
-                .ok_or(())
-        })
-        .collect()
-}
-
 fn corrupt(what: &str) -> EngineError {
     EngineError::Integrity(format!("stored {what} does not parse"))
 }
@@ -319,7 +301,7 @@ impl Engine {
             meta: req.meta.clone(),
             rate_limit: req.rate_limit,
         };
-        let h = to_hex(&self.token_hash(&token)?);
+        let h = hex_encode(&self.token_hash(&token)?);
         let body = serde_json::to_vec(&info).map_err(|e| EngineError::Internal(e.to_string()))?;
         let store = self.store();
         store
@@ -337,7 +319,7 @@ impl Engine {
         }
         let info = match self
             .store()
-            .meta_get(&format!("token/{}", to_hex(hash)))
+            .meta_get(&format!("token/{}", hex_encode(hash)))
             .await?
         {
             Some(b) => Some(Arc::new(
@@ -391,7 +373,10 @@ impl Engine {
             .meta_get(&format!("accessor/{accessor}"))
             .await?
             .ok_or_else(nf)?;
-        from_hex(&h).map_err(|_| corrupt("accessor"))
+        std::str::from_utf8(&h)
+            .ok()
+            .and_then(|h| hex_decode(h).ok())
+            .ok_or_else(|| corrupt("accessor"))
     }
 
     /// The token with this accessor.
@@ -413,7 +398,9 @@ impl Engine {
     pub async fn revoke_accessor(&self, accessor: &str) -> Result<()> {
         let h = self.hash_of_accessor(accessor).await?;
         let store = self.store();
-        store.meta_delete(&format!("token/{}", to_hex(&h))).await?;
+        store
+            .meta_delete(&format!("token/{}", hex_encode(&h)))
+            .await?;
         store.meta_delete(&format!("accessor/{accessor}")).await?;
         self.inner
             .auth
@@ -457,7 +444,7 @@ impl Engine {
         }
         let body = serde_json::to_vec(&info).map_err(|e| EngineError::Internal(e.to_string()))?;
         self.store()
-            .meta_put(&format!("token/{}", to_hex(&h)), &body)
+            .meta_put(&format!("token/{}", hex_encode(&h)), &body)
             .await?;
         self.inner
             .auth

@@ -700,7 +700,7 @@ impl Engine {
             kind: "shamir".into(),
             shares,
             threshold,
-            check: hex_encode(&root.check_value()?),
+            check: lockbox_core::encoding::hex_encode(&root.check_value()?),
         };
         self.store_seal_config(&cfg).await?;
         let token = self.set_root_token(&root, None).await?;
@@ -797,7 +797,7 @@ impl Engine {
                     kind: "master".into(),
                     shares: 0,
                     threshold: 0,
-                    check: hex_encode(&root.check_value()?),
+                    check: lockbox_core::encoding::hex_encode(&root.check_value()?),
                 };
                 match self.store_seal_config(&c).await {
                     Ok(()) => {
@@ -2283,20 +2283,7 @@ fn backup_decrypt(blob: &str, passphrase: &[u8]) -> Result<Vec<u8>> {
         })
 }
 
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn hex_decode(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return Err(EngineError::Integrity("seal check value is corrupt".into()));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| EngineError::Integrity("seal check value is corrupt".into()))
-        })
-        .collect()
+    lockbox_core::encoding::hex_decode(s)
+        .map_err(|_| EngineError::Integrity("seal check value is corrupt".into()))
 }

@@ -269,7 +269,7 @@ impl Auditor {
         };
         Ok(format!(
             "hmac-sha256:{}",
-            mac.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            lockbox_core::encoding::hex_encode(&mac)
         ))
     }
 

@@ -530,7 +530,7 @@ tokio::task_local! {
 fn new_request_id() -> String {
     let mut b = [0u8; 16];
     let _ = lockbox_core::fill_random(&mut b);
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = lockbox_core::encoding::hex_encode(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

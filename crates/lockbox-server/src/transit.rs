@@ -689,11 +689,7 @@ fn random(r: &Req, rest: &[&str]) -> ApiResult {
         .map_err(|e| ApiError::from_engine(e.into()))?;
     let out = match format.as_str() {
         "base64" => b64_encode(b.expose_secret()),
-        "hex" => b
-            .expose_secret()
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect(),
+        "hex" => lockbox_core::encoding::hex_encode(b.expose_secret()),
         other => {
             return Err(ApiError::bad(format!(
                 "unsupported encoding format {other}; must be \"hex\" or \"base64\""
@@ -728,7 +724,7 @@ fn hash(r: &Req, path_alg: Option<&str>) -> ApiResult {
         other => return Err(ApiError::bad(format!("unsupported hash algorithm {other}"))),
     };
     let out = match r.str_field("format")?.as_deref().unwrap_or("hex") {
-        "hex" => sum.iter().map(|x| format!("{x:02x}")).collect(),
+        "hex" => lockbox_core::encoding::hex_encode(&sum),
         "base64" => b64_encode(&sum),
         other => {
             return Err(ApiError::bad(format!(

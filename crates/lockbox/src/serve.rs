@@ -344,7 +344,7 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
             lockbox_core::fill_random(&mut b)?;
             let dir = std::env::temp_dir().join(format!(
                 "lockbox-dev-{}",
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                lockbox_core::encoding::hex_encode(&b)
             ));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
