@@ -65,8 +65,16 @@ pub trait Provider: Send + Sync {
     fn can_unwrap(&self, w: &WrappedKey) -> bool {
         w.provider == self.provider_id() && w.key_id == self.key_id()
     }
-    /// A new 256-bit data key, and the same key wrapped by this KEK.
-    fn generate_data_key<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<DataKey>>;
+    /// A new 256-bit data key, and the same key wrapped by this KEK. By
+    /// default a random key and [`Provider::wrap`]; providers with a native
+    /// call (KMS `GenerateDataKey`, Transit `datakey`) override it.
+    fn generate_data_key<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<DataKey>> {
+        Box::pin(async move {
+            let plaintext = SecretBytes::random(lockbox_core::envelope::DATA_KEY_LEN)?;
+            let wrapped = self.wrap(&plaintext, ctx).await?;
+            Ok(DataKey { plaintext, wrapped })
+        })
+    }
     /// Wrap an existing data key (to add this KEK to an envelope).
     fn wrap<'a>(
         &'a self,

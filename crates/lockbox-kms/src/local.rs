@@ -5,7 +5,7 @@ use lockbox_core::{AeadKey, Algorithm, SecretBytes};
 use lockbox_engine::Engine;
 
 use crate::error::{KmsError, Result};
-use crate::{bound_context, BoxFuture, Context, DataKey, Provider, WrappedKey};
+use crate::{bound_context, BoxFuture, Context, Provider, WrappedKey};
 
 /// A named Lockbox key as KEK: the data key is encrypted by the engine in
 /// the Vault Transit format (`vault:vN:...`), with the bound context as
@@ -52,14 +52,6 @@ impl Provider for LocalProvider {
 
     fn key_id(&self) -> &str {
         &self.name
-    }
-
-    fn generate_data_key<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<DataKey>> {
-        Box::pin(async move {
-            let plaintext = SecretBytes::random(DATA_KEY_LEN)?;
-            let wrapped = self.wrap(&plaintext, ctx).await?;
-            Ok(DataKey { plaintext, wrapped })
-        })
     }
 
     fn wrap<'a>(
@@ -151,14 +143,6 @@ impl Provider for RootKeyProvider {
 
     fn key_id(&self) -> &str {
         &self.key_id
-    }
-
-    fn generate_data_key<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<DataKey>> {
-        Box::pin(async move {
-            let plaintext = SecretBytes::random(DATA_KEY_LEN)?;
-            let wrapped = self.wrap(&plaintext, ctx).await?;
-            Ok(DataKey { plaintext, wrapped })
-        })
     }
 
     fn wrap<'a>(
