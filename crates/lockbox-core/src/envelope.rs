@@ -33,7 +33,7 @@ use crate::aead::{AeadKey, Algorithm, TAG_LEN};
 use crate::encoding::b64url_encode_into;
 use crate::error::{Error, Result};
 use crate::kdf::hmac_sha256_parts;
-use crate::secret::{ct_eq, fill_random};
+use crate::secret::ct_eq;
 
 /// Prefix of the text form.
 pub const TEXT_PREFIX: &str = "lbxe1:";
@@ -332,19 +332,7 @@ fn seal_inner(
     let header_end = buf.len();
     let nl = alg.nonce_len();
     buf.reserve(nl + plaintext.len() + TAG_LEN);
-    match fixed_nonce {
-        None => {
-            buf.resize(header_end + nl, 0);
-            fill_random(&mut buf[header_end..])?;
-        }
-        Some(n) if n.len() == nl => buf.extend_from_slice(n),
-        Some(n) => {
-            return Err(Error::InvalidArgument(format!(
-                "{alg} needs a {nl}-byte nonce, got {}",
-                n.len()
-            )))
-        }
-    }
+    crate::native::push_nonce(&mut buf, alg, fixed_nonce)?;
     buf.extend_from_slice(plaintext);
     let (head, rest) = buf.split_at_mut(header_end);
     let (nonce, body) = rest.split_at_mut(nl);

@@ -251,19 +251,7 @@ fn seal_into(
         buf.extend_from_slice(opts.context);
     }
     let header_end = buf.len();
-    match fixed_nonce {
-        None => {
-            buf.resize(header_end + nl, 0);
-            fill_random(&mut buf[header_end..])?;
-        }
-        Some(n) if n.len() == nl => buf.extend_from_slice(n),
-        Some(n) => {
-            return Err(Error::InvalidArgument(format!(
-                "{alg} needs a {nl}-byte nonce, got {}",
-                n.len()
-            )))
-        }
-    }
+    push_nonce(&mut buf, alg, fixed_nonce)?;
     buf.extend_from_slice(plaintext);
     let (head, rest) = buf.split_at_mut(header_end);
     let (nonce, body) = rest.split_at_mut(nl);
@@ -393,4 +381,26 @@ pub fn binary_overhead(alg: Algorithm, opts: &EncryptOptions<'_>) -> usize {
         } else {
             0
         }
+}
+
+/// Appends the nonce of a new ciphertext to `buf`: random, or the fixed one
+/// given for test vectors (which must have the algorithm's length). Shared
+/// by the native and envelope formats.
+pub(crate) fn push_nonce(buf: &mut Vec<u8>, alg: Algorithm, fixed: Option<&[u8]>) -> Result<()> {
+    let nl = alg.nonce_len();
+    match fixed {
+        None => {
+            let start = buf.len();
+            buf.resize(start + nl, 0);
+            fill_random(&mut buf[start..])
+        }
+        Some(n) if n.len() == nl => {
+            buf.extend_from_slice(n);
+            Ok(())
+        }
+        Some(n) => Err(Error::InvalidArgument(format!(
+            "{alg} needs a {nl}-byte nonce, got {}",
+            n.len()
+        ))),
+    }
 }
