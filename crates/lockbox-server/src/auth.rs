@@ -138,14 +138,9 @@ fn verb_caps(r: &Req) -> Caps {
 /// the body appended for the record and envelope endpoints.
 fn checked_path(r: &Req) -> String {
     let path = r.segments.join("/");
-    match r.segments.as_slice() {
-        [a, b, _] if a == "lockbox" && (b == "records" || b == "envelope") => {
-            match (r.body.get("key"), r.body.get("tenant")) {
-                (Some(Value::String(k)), _) => format!("{path}/{k}"),
-                // A tenant's envelopes are wrapped by its key `tenant-<id>`.
-                (None, Some(Value::String(t))) if b == "envelope" => format!("{path}/tenant-{t}"),
-                _ => path,
-            }
+    match (r.segments.as_slice(), r.named_key()) {
+        ([a, b, _], Some(k)) if a == "lockbox" && (b == "records" || b == "envelope") => {
+            format!("{path}/{k}")
         }
         _ => path,
     }

@@ -407,6 +407,23 @@ fn decode_segment(s: &str) -> Result<String, ApiError> {
 }
 
 impl Req {
+    /// The key a request names in its body: `key`, or for a tenant's
+    /// envelopes the tenant's key `tenant-<id>`. Checked by the ACL and
+    /// recorded in audit entries and metrics.
+    pub(crate) fn named_key(&self) -> Option<String> {
+        match (self.body.get("key"), self.body.get("tenant")) {
+            (Some(Value::String(k)), _) => Some(k.clone()),
+            (None, Some(Value::String(t)))
+                if self.segments.len() == 3
+                    && self.segments[0] == "lockbox"
+                    && self.segments[1] == "envelope" =>
+            {
+                Some(format!("tenant-{t}"))
+            }
+            _ => None,
+        }
+    }
+
     fn parse(
         cfg: &ServerConfig,
         method: Method,
@@ -594,13 +611,11 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
 /// Whether a request is audited: not the health and status probes, and
 /// only while unsealed (the audit key is sealed with everything else).
 fn audited(st: &AppState, seg: &[String]) -> bool {
-    let probe = matches!(
-        seg.iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        ["sys", "health"] | ["sys", "seal-status"] | ["openapi.json"]
-    );
+    let probe = match seg {
+        [a] => a == "openapi.json",
+        [a, b] => a == "sys" && (b == "health" || b == "seal-status"),
+        _ => false,
+    };
     !probe && !st.engine.is_sealed()
 }
 
@@ -667,24 +682,21 @@ async fn finish(
     t0: std::time::Instant,
     rid: &str,
 ) -> Response {
-    let seg: Vec<String> = match r {
-        Some(r) => r.segments.clone(),
-        None => path
-            .trim_start_matches("/v1/")
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    };
-    // The key a request names in its body (a tenant's envelopes: its key).
-    let key_in_body = r.and_then(|r| match (r.body.get("key"), r.body.get("tenant")) {
-        (Some(Value::String(k)), _) => Some(k.clone()),
-        (None, Some(Value::String(t))) if seg.get(1).is_some_and(|s| s == "envelope") => {
-            Some(format!("tenant-{t}"))
+    let unparsed: Vec<String>;
+    let seg: &[String] = match r {
+        Some(r) => &r.segments,
+        None => {
+            unparsed = path
+                .trim_start_matches("/v1/")
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            &unparsed
         }
-        _ => None,
-    });
-    let op = metrics::classify(&seg, method.as_str(), key_in_body.as_deref());
+    };
+    let key_in_body = r.and_then(Req::named_key);
+    let op = metrics::classify(seg, method.as_str(), key_in_body.as_deref());
     let status = resp.status();
     let items = r
         .and_then(|r| r.body.get("batch_input"))
@@ -708,7 +720,7 @@ async fn finish(
         });
     }
     if let Some(a) = &st.audit {
-        if audited(st, &seg) {
+        if audited(st, seg) {
             let entry = audit_entry(a, r, &op, method, status, t0, rid).await;
             if !a.record(entry).await && !a.fail_open() {
                 resp = ApiError::new(
@@ -747,125 +759,128 @@ fn method_not_allowed() -> ApiError {
 }
 
 async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
-    let segments = req.segments.clone();
-    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-    match seg.as_slice() {
-        ["sys", "health"] => sys_health(st).await,
-        ["sys", "seal-status"] => sys_seal_status(st).await,
-        ["sys", "init"] => sys_init(st, req).await,
-        ["sys", "unseal"] => sys_unseal(st, req).await,
+    // The paths that need no token (and work while sealed).
+    match req
+        .segments
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["sys", "health"] => return sys_health(st).await,
+        ["sys", "seal-status"] => return sys_seal_status(st).await,
+        ["sys", "init"] => return sys_init(st, req).await,
+        ["sys", "unseal"] => return sys_unseal(st, req).await,
         ["openapi.json"] => {
             let mut resp = Response::new(Body::from(OPENAPI));
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
-            Ok(resp)
+            return Ok(resp);
         }
-        _ => {
-            if st.engine.is_sealed() {
+        _ => {}
+    }
+    if st.engine.is_sealed() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Vault is sealed",
+        ));
+    }
+    req.authz = Some(auth::authorize(st, req).await?);
+    let r: &Req = req;
+    let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
+    // Fail closed: while the audit log is failing, a request is
+    // first recorded, and refused before any work if that fails.
+    if let Some(a) = &st.audit {
+        if !a.fail_open() && !a.healthy() {
+            let op = metrics::classify(&r.segments, r.method.as_str(), None);
+            let mut e = audit_entry(
+                a,
+                Some(r),
+                &op,
+                &r.method,
+                StatusCode::ACCEPTED,
+                std::time::Instant::now(),
+                &request_id(),
+            )
+            .await;
+            e.kind = "request-pending";
+            if !a.record(e).await {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "Vault is sealed",
+                    "the audit log cannot be written: request refused",
                 ));
             }
-            req.authz = Some(auth::authorize(st, req).await?);
-            let r: &Req = req;
-            // Fail closed: while the audit log is failing, a request is
-            // first recorded, and refused before any work if that fails.
-            if let Some(a) = &st.audit {
-                if !a.fail_open() && !a.healthy() {
-                    let op = metrics::classify(&r.segments, r.method.as_str(), None);
-                    let mut e = audit_entry(
-                        a,
-                        Some(r),
-                        &op,
-                        &r.method,
-                        StatusCode::ACCEPTED,
-                        std::time::Instant::now(),
-                        &request_id(),
-                    )
-                    .await;
-                    e.kind = "request-pending";
-                    if !a.record(e).await {
-                        return Err(ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "the audit log cannot be written: request refused",
-                        ));
-                    }
-                }
-            }
-            match seg.as_slice() {
-                ["sys", "seal"] => {
-                    if !matches!(r.method, Method::PUT | Method::POST) {
-                        return Err(method_not_allowed());
-                    }
-                    st.engine.seal().await?;
-                    if let Some(a) = &st.audit {
-                        a.forget();
-                    }
-                    no_content()
-                }
-                ["sys", "audit", rest @ ..] => audit::endpoint(st, r, rest).await,
-                ["sys", "audit-hash"] if matches!(r.method, Method::POST | Method::PUT) => {
-                    let input = r
-                        .str_field("input")?
-                        .ok_or_else(|| ApiError::bad("missing input"))?;
-                    let Some(a) = &st.audit else {
-                        return Err(ApiError::bad("no audit log is configured"));
-                    };
-                    ok(json!({ "hash": a.hash(input.as_bytes()).await? }))
-                }
-                ["sys", "metrics"] if r.method == Method::GET => {
-                    let failures = st.audit.as_ref().map_or(0, |a| {
-                        a.core.failures.load(std::sync::atomic::Ordering::Relaxed)
-                    });
-                    let text = st.metrics.render(&st.engine, failures).await;
-                    let mut resp = Response::new(Body::from(text));
-                    resp.headers_mut().insert(
-                        "content-type",
-                        HeaderValue::from_static("text/plain; version=0.0.4"),
-                    );
-                    Ok(resp)
-                }
-                ["sys", "events"] if matches!(r.method, Method::POST | Method::PUT) => {
-                    let kind = match r.str_field("event")?.as_deref() {
-                        Some("REENCRYPTION_STARTED") => "REENCRYPTION_STARTED",
-                        Some("REENCRYPTION_COMPLETED") => "REENCRYPTION_COMPLETED",
-                        _ => {
-                            return Err(ApiError::bad(
-                                "event must be REENCRYPTION_STARTED or REENCRYPTION_COMPLETED",
-                            ))
-                        }
-                    };
-                    let data = match r.body.get("data") {
-                        None | Some(Value::Null) => json!({}),
-                        Some(v @ Value::Object(_)) => v.clone(),
-                        Some(_) => return Err(ApiError::bad("data must be an object")),
-                    };
-                    st.events.emit(kind, data).await;
-                    no_content()
-                }
-                ["auth", "token", rest @ ..] => auth::token(st, r, rest).await,
-                ["sys", "policies", "acl"] | ["sys", "policy"] => auth::policies(st, r, None).await,
-                ["sys", "policies", "acl", name] | ["sys", "policy", name] => {
-                    auth::policies(st, r, Some(name)).await
-                }
-                ["sys", "mounts"] => mounts::list(st, r).await,
-                ["sys", "mounts", path @ ..] if !path.is_empty() => {
-                    mounts::change(st, r, &path.join("/")).await
-                }
-                [mount, rest @ ..] if mounts::is_transit(st, mount).await? => {
-                    transit::dispatch_mount(st, r, mount, rest).await
-                }
-                ["lockbox", "records", rest @ ..]
-                    if matches!(r.method, Method::POST | Method::PUT) =>
-                {
-                    records::dispatch(st, r, rest).await
-                }
-                ["lockbox", "envelope", rest @ ..] => envelope::dispatch(st, r, rest).await,
-                ["lockbox", rest @ ..] => transit::native(st, r, rest).await,
-                _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
-            }
         }
+    }
+    match seg.as_slice() {
+        ["sys", "seal"] => {
+            if !matches!(r.method, Method::PUT | Method::POST) {
+                return Err(method_not_allowed());
+            }
+            st.engine.seal().await?;
+            if let Some(a) = &st.audit {
+                a.forget();
+            }
+            no_content()
+        }
+        ["sys", "audit", rest @ ..] => audit::endpoint(st, r, rest).await,
+        ["sys", "audit-hash"] if matches!(r.method, Method::POST | Method::PUT) => {
+            let input = r
+                .str_field("input")?
+                .ok_or_else(|| ApiError::bad("missing input"))?;
+            let Some(a) = &st.audit else {
+                return Err(ApiError::bad("no audit log is configured"));
+            };
+            ok(json!({ "hash": a.hash(input.as_bytes()).await? }))
+        }
+        ["sys", "metrics"] if r.method == Method::GET => {
+            let failures = st.audit.as_ref().map_or(0, |a| {
+                a.core.failures.load(std::sync::atomic::Ordering::Relaxed)
+            });
+            let text = st.metrics.render(&st.engine, failures).await;
+            let mut resp = Response::new(Body::from(text));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(resp)
+        }
+        ["sys", "events"] if matches!(r.method, Method::POST | Method::PUT) => {
+            let kind = match r.str_field("event")?.as_deref() {
+                Some("REENCRYPTION_STARTED") => "REENCRYPTION_STARTED",
+                Some("REENCRYPTION_COMPLETED") => "REENCRYPTION_COMPLETED",
+                _ => {
+                    return Err(ApiError::bad(
+                        "event must be REENCRYPTION_STARTED or REENCRYPTION_COMPLETED",
+                    ))
+                }
+            };
+            let data = match r.body.get("data") {
+                None | Some(Value::Null) => json!({}),
+                Some(v @ Value::Object(_)) => v.clone(),
+                Some(_) => return Err(ApiError::bad("data must be an object")),
+            };
+            st.events.emit(kind, data).await;
+            no_content()
+        }
+        ["auth", "token", rest @ ..] => auth::token(st, r, rest).await,
+        ["sys", "policies", "acl"] | ["sys", "policy"] => auth::policies(st, r, None).await,
+        ["sys", "policies", "acl", name] | ["sys", "policy", name] => {
+            auth::policies(st, r, Some(name)).await
+        }
+        ["sys", "mounts"] => mounts::list(st, r).await,
+        ["sys", "mounts", path @ ..] if !path.is_empty() => {
+            mounts::change(st, r, &path.join("/")).await
+        }
+        [mount, rest @ ..] if mounts::is_transit(st, mount).await? => {
+            transit::dispatch_mount(st, r, mount, rest).await
+        }
+        ["lockbox", "records", rest @ ..] if matches!(r.method, Method::POST | Method::PUT) => {
+            records::dispatch(st, r, rest).await
+        }
+        ["lockbox", "envelope", rest @ ..] => envelope::dispatch(st, r, rest).await,
+        ["lockbox", rest @ ..] => transit::native(st, r, rest).await,
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
     }
 }
 
