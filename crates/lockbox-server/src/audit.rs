@@ -745,12 +745,15 @@ pub async fn verify_store_sink(
     lockbox_core::audit::verify_trail(&key, lines, &anchors, false).map_err(|f| f.to_string())
 }
 
-fn reports_json(r: &[lockbox_core::audit::SegmentReport]) -> Value {
-    Value::Array(
-        r.iter()
-            .map(|s| json!({"segment": s.segment, "entries": s.entries, "starts_at": s.starts_at}))
-            .collect(),
-    )
+/// A sink's verification report as JSON: `{"ok": true, "segments": [...]}`
+/// (the server's `sys/audit/verify` answer and the CLI's local report).
+#[must_use]
+pub fn report_json(r: &[lockbox_core::audit::SegmentReport]) -> Value {
+    let segments: Vec<Value> = r
+        .iter()
+        .map(|s| json!({"segment": s.segment, "entries": s.entries, "starts_at": s.starts_at}))
+        .collect();
+    json!({"ok": true, "segments": segments})
 }
 
 /// `/v1/sys/audit[/verify|/query]` and `/v1/sys/audit-hash`.
@@ -786,10 +789,7 @@ pub(crate) async fn endpoint(
             if let Some(p) = &a.core.cfg.file {
                 match verify_file_sink(&st.engine, p).await {
                     Ok(rep) => {
-                        out.insert(
-                            "file".into(),
-                            json!({"ok": true, "segments": reports_json(&rep)}),
-                        );
+                        out.insert("file".into(), report_json(&rep));
                     }
                     Err(e) => {
                         ok = false;
@@ -800,10 +800,7 @@ pub(crate) async fn endpoint(
             if a.core.cfg.store {
                 match verify_store_sink(&st.engine).await {
                     Ok(rep) => {
-                        out.insert(
-                            "store".into(),
-                            json!({"ok": true, "segments": reports_json(&rep)}),
-                        );
+                        out.insert("store".into(), report_json(&rep));
                     }
                     Err(e) => {
                         ok = false;

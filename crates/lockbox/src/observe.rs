@@ -90,7 +90,7 @@ pub(crate) fn audit_cmd(c: AuditCommand, g: &Global) -> CliResult<Vec<u8>> {
                 if let Some(f) = &file {
                     match lockbox_server::audit::verify_file_sink(e, f).await {
                         Ok(r) => {
-                            report.insert("file".into(), summary(&r));
+                            report.insert("file".into(), lockbox_server::audit::report_json(&r));
                         }
                         Err(m) => bad.push(m),
                     }
@@ -98,7 +98,7 @@ pub(crate) fn audit_cmd(c: AuditCommand, g: &Global) -> CliResult<Vec<u8>> {
                 if store_sink {
                     match lockbox_server::audit::verify_store_sink(e).await {
                         Ok(r) => {
-                            report.insert("store".into(), summary(&r));
+                            report.insert("store".into(), lockbox_server::audit::report_json(&r));
                         }
                         Err(m) => bad.push(m),
                     }
@@ -173,13 +173,6 @@ pub(crate) fn audit_cmd(c: AuditCommand, g: &Global) -> CliResult<Vec<u8>> {
     })
 }
 
-fn summary(r: &[lockbox_core::audit::SegmentReport]) -> Value {
-    json!({
-        "segments": r.len(),
-        "entries": r.iter().map(|s| s.entries).sum::<u64>(),
-    })
-}
-
 fn verified(report: &Value, as_json: bool) -> CliResult<Vec<u8>> {
     if as_json {
         return json_line(&json!({"ok": true, "report": report}));
@@ -188,14 +181,9 @@ fn verified(report: &Value, as_json: bool) -> CliResult<Vec<u8>> {
     for sink in ["file", "store"] {
         let r = &report[sink];
         if r.is_object() {
-            let (segs, entries) = match r.get("segments") {
-                Some(Value::Array(a)) => (
-                    a.len() as u64,
-                    a.iter().filter_map(|x| x["entries"].as_u64()).sum::<u64>(),
-                ),
-                Some(v) => (v.as_u64().unwrap_or(0), r["entries"].as_u64().unwrap_or(0)),
-                None => (0, 0),
-            };
+            let segs = r["segments"].as_array().map_or(&[][..], Vec::as_slice);
+            let entries: u64 = segs.iter().filter_map(|x| x["entries"].as_u64()).sum();
+            let segs = segs.len();
             s.push_str(&format!("\n  {sink}: {entries} entries in {segs} segments"));
         }
     }
