@@ -110,6 +110,8 @@ pub struct TokenRequest {
 pub(crate) struct AuthCache {
     tokens: RwLock<HashMap<Vec<u8>, Cached<MaybeToken>>>,
     policies: RwLock<HashMap<String, Cached<Arc<Vec<PathRule>>>>>,
+    /// What the root token is (the same for every lookup).
+    root: std::sync::OnceLock<Arc<TokenInfo>>,
 }
 
 /// A token's information, or a remembered miss.
@@ -344,21 +346,25 @@ impl Engine {
         if token.is_empty() || token.len() > 256 {
             return Ok(None);
         }
-        if self.is_root_token(token).await? {
-            return Ok(Some(Arc::new(TokenInfo {
-                accessor: "root".into(),
-                policies: vec!["root".into()],
-                display_name: "root".into(),
-                created_at: 0,
-                expire_at: None,
-                ttl: 0,
-                renewable: false,
-                explicit_max_ttl: 0,
-                meta: BTreeMap::new(),
-                rate_limit: 0,
-            })));
-        }
+        // One keyed hash per lookup, compared with the root token's first.
         let h = self.token_hash(token)?;
+        if self.is_root_hash(&h).await? {
+            let root = self.inner.auth.root.get_or_init(|| {
+                Arc::new(TokenInfo {
+                    accessor: "root".into(),
+                    policies: vec!["root".into()],
+                    display_name: "root".into(),
+                    created_at: 0,
+                    expire_at: None,
+                    ttl: 0,
+                    renewable: false,
+                    explicit_max_ttl: 0,
+                    meta: BTreeMap::new(),
+                    rate_limit: 0,
+                })
+            });
+            return Ok(Some(root.clone()));
+        }
         let info = self.token_by_hash(&h).await?;
         Ok(info.filter(|i| i.expire_at.map_or(true, |e| e > now())))
     }

@@ -750,6 +750,12 @@ impl Engine {
     /// [`EngineError::Sealed`], [`EngineError::Store`].
     pub async fn is_root_token(&self, token: &str) -> Result<bool> {
         let u = self.unsealed()?;
+        let h = hmac_sha256(u.mac_key.expose_secret(), token.as_bytes());
+        self.is_root_hash(&h).await
+    }
+
+    /// Whether `h` (a token's keyed hash) is the root token's (constant time).
+    async fn is_root_hash(&self, h: &[u8]) -> Result<bool> {
         // The stored hash is cached briefly: this runs on every request.
         let cached = self
             .inner
@@ -770,8 +776,7 @@ impl Engine {
                 h
             }
         };
-        let h = hmac_sha256(u.mac_key.expose_secret(), token.as_bytes());
-        Ok(ct_eq(&h, &stored))
+        Ok(ct_eq(h, &stored))
     }
 
     /// Replace the root token (dev mode: `--dev-root-token`). Needs the engine unsealed.
