@@ -117,12 +117,33 @@ impl AuditChain {
     /// # Errors
     /// [`Error::Malformed`] if `body` is not a JSON object's text.
     pub fn seal_into(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        if body.first() != Some(&b'{') || body.last() != Some(&b'}') {
+        self.seal_parts_into(&[body], out)
+    }
+
+    /// As [`AuditChain::seal_into`], with the body given as consecutive
+    /// parts (their concatenation is the canonical JSON): a writer can put
+    /// fields into a serialized entry without copying it.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if the parts are not a JSON object's text.
+    pub fn seal_parts_into(&mut self, body: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
+        let first = body.iter().find_map(|p| p.first());
+        let last = body.iter().rev().find_map(|p| p.last());
+        let len: usize = body.iter().map(|p| p.len()).sum();
+        if first != Some(&b'{') || last != Some(&b'}') || len < 2 {
             return Err(Error::Malformed("audit entry is not a JSON object"));
         }
-        let mac = hmac_sha256_parts(&self.key, &[MAC_LABEL, &self.prev, body]);
-        out.extend_from_slice(&body[..body.len() - 1]);
-        if body.len() > 2 {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 2);
+        parts.push(MAC_LABEL);
+        parts.push(&self.prev);
+        parts.extend_from_slice(body);
+        let mac = hmac_sha256_parts(&self.key, &parts);
+        out.reserve(len + 56);
+        for p in body {
+            out.extend_from_slice(p);
+        }
+        out.pop();
+        if len > 2 {
             out.push(b',');
         }
         out.extend_from_slice(b"\"mac\":\"");

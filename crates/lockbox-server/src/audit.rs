@@ -8,12 +8,18 @@
 //! of the segment) is kept in the store, at most a second old, so
 //! truncation is detected.
 //!
-//! Failure policy: by default (fail closed) each request seals and writes
-//! its own entry, under a short lock, before it is answered: no queue, no
-//! hand-off; if the entry cannot be written the answer is a 503 (a store
-//! write waits at most `timeout`). With `fail_open` entries go through a
-//! bounded queue to a writer task and requests do not wait; a full queue or
-//! a failed write drops entries and counts them. Never an unbounded backlog.
+//! Writing: a request serializes and seals its entry on its own thread,
+//! under a short lock, appending it to the entries waiting to be written.
+//! The first request to find none waiting spawns a writer task, which lets
+//! the worker run its other ready requests first (their entries join the
+//! same batch) and then writes the whole batch with one `write(2)` (and one
+//! store insert), in chain order.
+//!
+//! Failure policy: by default (fail closed) a request is answered only
+//! after its batch is written; if the batch cannot be written the answer is
+//! a 503 (a store write waits at most `timeout`). With `fail_open` requests
+//! do not wait; an entry that finds `queue` entries waiting is dropped and
+//! counted, as are entries whose batch fails. Never an unbounded backlog.
 //!
 //! Never in an entry: plaintext, ciphertext, tokens or key material. The
 //! token appears as its accessor; a request's `context` as an HMAC under
@@ -33,7 +39,6 @@ use lockbox_core::SecretBytes;
 use lockbox_engine::{Engine, EngineError};
 use lockbox_store::AuditRow;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
 /// Where audit entries go and what happens when they cannot be written.
 #[derive(Clone, Debug)]
@@ -146,30 +151,81 @@ const PLACEHOLDER: &[u8] = br#","seg":"","seq":0,"status":"#;
 
 /// The request side of the audit log.
 pub(crate) struct Auditor {
-    /// Fail open: entries queue here for a writer task (bounded).
-    tx: Option<mpsc::Sender<Entry>>,
     pub(crate) core: Arc<SinkCore>,
-    healthy: AtomicBool,
     hmac_key: std::sync::RwLock<Option<SecretBytes>>,
 }
 
-/// The chain and the sinks, shared by requests (fail closed: each request
-/// writes its own entry, under a short lock) and the fail-open writer task.
+/// The chain and the sinks. Requests seal their entries into the chain
+/// under a short lock ([`SealState`]); a writer task then writes everything
+/// sealed so far in one go ([`OutState`]), and fail-closed requests wait
+/// for the [`Batch`] their entry is in.
 pub(crate) struct SinkCore {
     /// Entries that could not be written (`audit_write_failures_total`).
     pub(crate) failures: AtomicU64,
+    /// Whether the last batch was written.
+    healthy: AtomicBool,
     cfg: AuditConfig,
     engine: Engine,
-    state: std::sync::Mutex<WriterState>,
+    seal: std::sync::Mutex<SealState>,
+    /// Held by the writer for a whole batch: batches reach the sinks in
+    /// chain order.
+    out: tokio::sync::Mutex<OutState>,
     key: std::sync::RwLock<Option<Arc<SecretBytes>>>,
 }
 
-struct WriterState {
+/// The chain, and what is sealed but not yet written.
+struct SealState {
     chain: Option<(String, AuditChain)>,
+    /// With no chain: the last entry written, which a new segment links to.
+    last: Option<(String, u64, String)>,
+    /// Whether `last` was read from the end of the file sink (first segment).
+    linked: bool,
+    /// Sealed lines, each ending in a newline.
+    lines: Vec<u8>,
+    rows: Vec<AuditRow>,
+    entries: usize,
+    /// What the entries in `lines` wait on.
+    batch: Arc<Batch>,
+    /// Whether a writer task is on its way.
+    scheduled: bool,
+}
+
+/// The sinks, as the writer sees them.
+struct OutState {
     file: Option<FileSink>,
-    /// The last entry written: (segment, seq, mac).
+    /// The last entry written.
     last: Option<(String, u64, String)>,
     anchor_at: Instant,
+    /// The previous batch's buffer, reused.
+    spare: Vec<u8>,
+}
+
+/// A set of entries written together, and whether they were.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// 0 pending, 1 written, 2 failed.
+    state: std::sync::atomic::AtomicU8,
+    done: tokio::sync::Notify,
+}
+
+impl Batch {
+    fn finish(&self, ok: bool) {
+        self.state.store(if ok { 1 } else { 2 }, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// Waits until the batch is written (`true`) or has failed.
+    async fn wait(&self) -> bool {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.state.load(Ordering::Acquire) {
+                0 => notified.await,
+                s => return s == 1,
+            }
+        }
+    }
 }
 
 /// The name anchors are kept under for a sink (the file's name, or `store`).
@@ -203,37 +259,37 @@ pub async fn anchors(engine: &Engine, sink: &str) -> Result<Vec<Anchor>, EngineE
     Ok(out)
 }
 
+
 impl Auditor {
-    /// The audit log; with `fail_open`, also its writer task.
-    pub(crate) fn start(
-        engine: Engine,
-        cfg: AuditConfig,
-    ) -> (Arc<Auditor>, Option<tokio::task::JoinHandle<()>>) {
+    /// The audit log (its writer tasks are spawned as entries arrive).
+    pub(crate) fn start(engine: Engine, cfg: AuditConfig) -> Arc<Auditor> {
         let core = Arc::new(SinkCore {
             failures: AtomicU64::new(0),
-            cfg: cfg.clone(),
+            healthy: AtomicBool::new(true),
+            cfg,
             engine,
-            state: std::sync::Mutex::new(WriterState {
+            seal: std::sync::Mutex::new(SealState {
                 chain: None,
+                last: None,
+                linked: false,
+                lines: Vec::new(),
+                rows: Vec::new(),
+                entries: 0,
+                batch: Arc::default(),
+                scheduled: false,
+            }),
+            out: tokio::sync::Mutex::new(OutState {
                 file: None,
                 last: None,
                 anchor_at: Instant::now(),
+                spare: Vec::new(),
             }),
             key: std::sync::RwLock::new(None),
         });
-        let (tx, task) = if cfg.fail_open {
-            let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-            (Some(tx), Some(tokio::spawn(drain(core.clone(), rx))))
-        } else {
-            (None, None)
-        };
-        let a = Arc::new(Auditor {
-            tx,
+        Arc::new(Auditor {
             core,
-            healthy: AtomicBool::new(true),
             hmac_key: std::sync::RwLock::new(None),
-        });
-        (a, task)
+        })
     }
 
     pub(crate) fn fail_open(&self) -> bool {
@@ -243,7 +299,7 @@ impl Auditor {
     /// Whether the last write succeeded (fail-closed servers refuse work
     /// while it has not).
     pub(crate) fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.core.healthy.load(Ordering::Relaxed)
     }
 
     /// `hmac-sha256:` + hex of HMAC(audit HMAC key, value).
@@ -284,20 +340,22 @@ impl Auditor {
     }
 
     /// Records an entry. Fail closed: waits until it is written and
-    /// returns `false` if it was not. Fail open: queues it if there is room.
+    /// returns `false` if it was not. Fail open: returns at once (an entry
+    /// that finds `queue` entries waiting is dropped and counted).
     pub(crate) async fn record(&self, entry: impl Into<Pending>) -> bool {
-        // Serialized here, on the request's thread: the writer gets one
-        // buffer (few allocations cross threads; the allocator's arenas
-        // stay uncontended).
+        let core = &self.core;
+        let fail_open = core.cfg.fail_open;
+        // Serialized here, on the request's thread, and sealed here too:
+        // the writer only writes bytes.
         let entry = match entry.into() {
             Pending::Other(m) => Entry::Other(m),
             Pending::Request(r) => {
                 let Ok(body) = serde_json::to_vec(&*r) else {
-                    self.core.failures.fetch_add(1, Ordering::Relaxed);
-                    return self.core.cfg.fail_open;
+                    core.failures.fetch_add(1, Ordering::Relaxed);
+                    return fail_open;
                 };
                 let r = *r;
-                let row = self.core.cfg.store.then_some(RowMeta {
+                let row = core.cfg.store.then_some(RowMeta {
                     time: r.time,
                     operation: r.operation,
                     key: r.key,
@@ -306,47 +364,21 @@ impl Auditor {
                 Entry::Request { body, row }
             }
         };
-        if let Some(tx) = &self.tx {
-            if tx.try_send(entry).is_err() {
-                self.core.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            return true;
-        }
-        // Fail closed: this request writes its entry itself (no queue, no
-        // hand-off to another task). Only the store sink can wait (the file
-        // and stdout writes are synchronous): only it gets the timeout.
-        let ok = if self.core.cfg.store {
-            let w = self.core.write_entries(vec![entry]);
-            matches!(
-                tokio::time::timeout(self.core.cfg.timeout, w).await,
-                Ok(true)
-            )
-        } else {
-            self.core.write_entries(vec![entry]).await
+        let sealed = match core.key().await {
+            Some(key) => core.seal(&key, entry),
+            None => Err(()),
         };
-        self.healthy.store(ok, Ordering::Relaxed);
-        if !ok {
-            self.core.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        ok
-    }
-}
-
-/// The fail-open writer: drains the queue in batches.
-async fn drain(core: Arc<SinkCore>, mut rx: mpsc::Receiver<Entry>) {
-    let mut batch = Vec::with_capacity(256);
-    while let Some(e) = rx.recv().await {
-        batch.push(e);
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+        let Ok((batch, spawn)) = sealed else {
+            core.failures.fetch_add(1, Ordering::Relaxed);
+            if !fail_open {
+                core.healthy.store(false, Ordering::Relaxed);
             }
+            return fail_open;
+        };
+        if spawn {
+            tokio::spawn(core.clone().write_batch());
         }
-        let n = batch.len();
-        if !core.write_entries(std::mem::take(&mut batch)).await {
-            core.failures.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        fail_open || batch.wait().await
     }
 }
 
@@ -438,6 +470,7 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+
 impl SinkCore {
     /// The audit key, fetched from the engine once (forgotten on seal).
     async fn key(&self) -> Option<Arc<SecretBytes>> {
@@ -451,46 +484,109 @@ impl SinkCore {
         Some(k)
     }
 
-    /// Seals `entries` into the chain and writes them to every sink. The
-    /// one write path of both failure policies.
-    pub(crate) async fn write_entries(&self, entries: Vec<Entry>) -> bool {
-        let Some(key) = self.key().await else {
-            return false;
-        };
-        let (rows, anchor) = {
-            let Ok(mut st) = self.state.lock() else {
-                return false;
-            };
-            match st.seal_and_write(&self.cfg, &key, entries) {
-                Ok(x) => x,
-                Err(()) => return false,
-            }
-        };
-        if !rows.is_empty() {
-            if let Err(e) = self.engine.store().audit_append(&rows).await {
-                eprintln!("lockbox: audit store write failed: {e}");
-                if let Ok(mut st) = self.state.lock() {
-                    st.chain = None;
-                }
-                return false;
-            }
+    /// The sealing state (a panic elsewhere while it was held does not
+    /// stop the log: every change to it is complete before it is unlocked).
+    fn sealing(&self) -> std::sync::MutexGuard<'_, SealState> {
+        self.seal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seals `entry` into the chain, behind the entries already waiting.
+    /// Returns the batch it will be written with, and whether the caller
+    /// must spawn the writer task ([`SinkCore::write_batch`]).
+    fn seal(&self, key: &SecretBytes, entry: Entry) -> Result<(Arc<Batch>, bool), ()> {
+        let mut st = self.sealing();
+        if self.cfg.fail_open && st.entries >= self.cfg.queue.max(1) {
+            return Err(());
         }
+        if st.chain.is_none() {
+            let seg = st.new_segment(&self.cfg, key)?;
+            st.push(self.cfg.store, Entry::Other(seg))?;
+        }
+        st.push(self.cfg.store, entry)?;
+        let spawn = !std::mem::replace(&mut st.scheduled, true);
+        Ok((st.batch.clone(), spawn))
+    }
+
+    /// The writer task: lets the worker run its other ready requests first
+    /// (they seal their entries into the same batch), then writes every
+    /// entry sealed so far to the sinks in one go and wakes their requests.
+    async fn write_batch(self: Arc<Self>) {
+        tokio::task::yield_now().await;
+        let mut out = self.out.lock().await;
+        let (mut lines, rows, batch, n, last) = {
+            let mut st = self.sealing();
+            st.scheduled = false;
+            let spare = std::mem::take(&mut out.spare);
+            (
+                std::mem::replace(&mut st.lines, spare),
+                std::mem::take(&mut st.rows),
+                std::mem::take(&mut st.batch),
+                std::mem::take(&mut st.entries),
+                st.last(),
+            )
+        };
+        if n == 0 {
+            out.spare = lines;
+            batch.finish(true);
+            return;
+        }
+        let mut ok = out.write(&self.cfg, &lines);
+        if ok && !rows.is_empty() {
+            let w = self.engine.store().audit_append(&rows);
+            ok = match tokio::time::timeout(self.cfg.timeout, w).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    eprintln!("lockbox: audit store write failed: {e}");
+                    false
+                }
+                Err(_) => {
+                    eprintln!("lockbox: audit store write timed out");
+                    false
+                }
+            };
+        }
+        lines.clear();
+        out.spare = lines;
+        let mut anchor = None;
+        if ok {
+            out.last.clone_from(&last);
+            if out.anchor_at.elapsed() >= Duration::from_secs(1) {
+                out.anchor_at = Instant::now();
+                anchor = last;
+            }
+        } else {
+            self.failures.fetch_add(n as u64, Ordering::Relaxed);
+            // The entries sealed behind this batch are chained onto
+            // entries that were not written: drop them too. The next entry
+            // opens a segment linked to the last entry written.
+            let mut st = self.sealing();
+            st.chain = None;
+            st.last.clone_from(&out.last);
+            st.lines.clear();
+            st.rows.clear();
+            let dropped = std::mem::take(&mut st.entries);
+            self.failures.fetch_add(dropped as u64, Ordering::Relaxed);
+            std::mem::take(&mut st.batch).finish(false);
+        }
+        self.healthy.store(ok, Ordering::Relaxed);
+        batch.finish(ok);
         if let Some(a) = anchor {
             let _ = self.put_anchor(a).await;
         }
-        true
     }
 
-    /// Writes the anchor of the last entry now (at shutdown).
-    pub(crate) async fn final_anchor(&self) {
-        let a = self.state.lock().ok().and_then(|st| st.last.clone());
-        if let Some(a) = a {
+    /// At shutdown: writes what is waiting, keeps the anchor of the last
+    /// entry and syncs the file.
+    pub(crate) async fn final_anchor(self: &Arc<Self>) {
+        self.clone().write_batch().await;
+        let out = self.out.lock().await;
+        if let Some(a) = out.last.clone() {
             let _ = self.put_anchor(a).await;
         }
-        if let Ok(st) = self.state.lock() {
-            if let Some(f) = &st.file {
-                let _ = f.file.sync_all();
-            }
+        if let Some(f) = &out.file {
+            let _ = f.file.sync_all();
         }
     }
 
@@ -513,35 +609,27 @@ impl SinkCore {
     }
 }
 
-/// Store rows to insert, and an anchor to keep if one is due.
-type Written = (Vec<AuditRow>, Option<(String, u64, String)>);
-
-impl WriterState {
-    /// Opens a new segment, linked to the last entry written.
+impl SealState {
+    /// Opens a new segment, linked to the last entry sealed (at the first
+    /// segment of a run: the last entry in the file sink). Returns its
+    /// first entry.
     fn new_segment(
         &mut self,
         cfg: &AuditConfig,
         key: &SecretBytes,
     ) -> Result<Map<String, Value>, ()> {
-        if self.file.is_none() {
-            if let Some(p) = &cfg.file {
-                if self.last.is_none() {
-                    // Link to the previous run's last entry in the file.
-                    if let Some(l) = last_line(p) {
-                        if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&l) {
-                            if let (Some(s), Some(q), Some(mac)) = (
-                                m.get("seg").and_then(Value::as_str),
-                                m.get("seq").and_then(Value::as_u64),
-                                m.get("mac").and_then(Value::as_str),
-                            ) {
-                                self.last = Some((s.to_owned(), q, mac.to_owned()));
-                            }
-                        }
+        if !self.linked {
+            self.linked = true;
+            if let Some(l) = cfg.file.as_deref().and_then(last_line) {
+                if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&l) {
+                    if let (Some(s), Some(q), Some(mac)) = (
+                        m.get("seg").and_then(Value::as_str),
+                        m.get("seq").and_then(Value::as_u64),
+                        m.get("mac").and_then(Value::as_str),
+                    ) {
+                        self.last = Some((s.to_owned(), q, mac.to_owned()));
                     }
                 }
-                self.file = Some(FileSink::open(p).map_err(|e| {
-                    eprintln!("lockbox: audit file {}: {e}", p.display());
-                })?);
             }
         }
         let mut id = [0u8; 12];
@@ -560,109 +648,109 @@ impl WriterState {
         }
     }
 
-    /// Seals the entries and writes them to the file and stdout sinks
-    /// (rotating the file when due); returns the store rows and, at most
-    /// once a second, the anchor to keep. On a failed write the chain is
-    /// dropped: the next entry opens a segment linked to the last good one.
-    fn seal_and_write(
-        &mut self,
-        cfg: &AuditConfig,
-        key: &SecretBytes,
-        batch: Vec<Entry>,
-    ) -> Result<Written, ()> {
-        let mut entries: Vec<Entry> = Vec::with_capacity(batch.len() + 1);
-        if self.chain.is_none() {
-            entries.push(Entry::Other(self.new_segment(cfg, key)?));
+    /// The last entry sealed: (segment, seq, mac).
+    fn last(&self) -> Option<(String, u64, String)> {
+        match &self.chain {
+            Some((seg, c)) if c.next_seq() > 0 => {
+                Some((seg.clone(), c.next_seq() - 1, c.head()))
+            }
+            _ => self.last.clone(),
         }
-        entries.extend(batch);
+    }
+
+    /// Seals one entry onto the chain and appends its line (and, with the
+    /// store sink, its row). Nothing is appended if sealing fails.
+    fn push(&mut self, store: bool, e: Entry) -> Result<(), ()> {
         let Some((seg, chain)) = self.chain.as_mut() else {
             return Err(());
         };
-        let mut lines: Vec<u8> = Vec::with_capacity(entries.len() * 512);
-        let mut body: Vec<u8> = Vec::with_capacity(1024);
-        let mut rows = Vec::new();
-        let store = cfg.store;
-        for e in entries {
-            let seq = chain.next_seq();
-            let start = lines.len();
-            let row = match e {
-                Entry::Request { body: b, row } => {
-                    let Some(pos) = b.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER)
-                    else {
-                        return Err(());
-                    };
-                    body.clear();
-                    body.extend_from_slice(&b[..pos]);
-                    body.extend_from_slice(br#","seg":""#);
-                    body.extend_from_slice(seg.as_bytes());
-                    body.extend_from_slice(br#"","seq":"#);
-                    body.extend_from_slice(seq.to_string().as_bytes());
-                    body.extend_from_slice(br#","status":"#);
-                    body.extend_from_slice(&b[pos + PLACEHOLDER.len()..]);
-                    if chain.seal_into(&body, &mut lines).is_err() {
-                        return Err(());
-                    }
-                    row.map(|m| (m.time, m.operation, m.key, m.outcome.to_owned()))
-                }
-                Entry::Other(mut m) => {
-                    m.insert("seg".into(), Value::from(seg.as_str()));
-                    let row = store.then(|| {
-                        let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-                        (
-                            m.get("time").and_then(Value::as_i64).unwrap_or(0),
-                            text("operation")
-                                .or_else(|| text("event"))
-                                .or_else(|| text("type"))
-                                .unwrap_or_default(),
-                            text("key"),
-                            text("outcome").unwrap_or_else(|| "ok".to_owned()),
-                        )
-                    });
-                    let Ok(line) = chain.append(Value::Object(m)) else {
-                        return Err(());
-                    };
-                    lines.extend_from_slice(line.as_bytes());
-                    row
-                }
-            };
-            if let Some((time, operation, key, outcome)) = row {
-                rows.push(AuditRow {
-                    segment: seg.clone(),
-                    seq,
-                    time,
-                    operation,
-                    key,
-                    outcome,
-                    entry: String::from_utf8_lossy(&lines[start..]).into_owned(),
+        let seq = chain.next_seq();
+        let start = self.lines.len();
+        let row = match e {
+            Entry::Request { body: b, row } => {
+                let pos = b
+                    .windows(PLACEHOLDER.len())
+                    .position(|w| w == PLACEHOLDER)
+                    .ok_or(())?;
+                let seq_text = seq.to_string();
+                let parts: [&[u8]; 7] = [
+                    &b[..pos],
+                    br#","seg":""#,
+                    seg.as_bytes(),
+                    br#"","seq":"#,
+                    seq_text.as_bytes(),
+                    br#","status":"#,
+                    &b[pos + PLACEHOLDER.len()..],
+                ];
+                chain.seal_parts_into(&parts, &mut self.lines).map_err(|_| ())?;
+                row.map(|m| (m.time, m.operation, m.key, m.outcome.to_owned()))
+            }
+            Entry::Other(mut m) => {
+                m.insert("seg".into(), Value::from(seg.as_str()));
+                let row = store.then(|| {
+                    let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+                    (
+                        m.get("time").and_then(Value::as_i64).unwrap_or(0),
+                        text("operation")
+                            .or_else(|| text("event"))
+                            .or_else(|| text("type"))
+                            .unwrap_or_default(),
+                        text("key"),
+                        text("outcome").unwrap_or_else(|| "ok".to_owned()),
+                    )
                 });
+                let line = chain.append(Value::Object(m)).map_err(|_| ())?;
+                self.lines.extend_from_slice(line.as_bytes());
+                row
             }
-            lines.push(b'\n');
+        };
+        if let Some((time, operation, key, outcome)) = row {
+            self.rows.push(AuditRow {
+                segment: seg.clone(),
+                seq,
+                time,
+                operation,
+                key,
+                outcome,
+                entry: String::from_utf8_lossy(&self.lines[start..]).into_owned(),
+            });
         }
-        let last = (
-            seg.clone(),
-            chain.next_seq().saturating_sub(1),
-            chain.head(),
-        );
-        let mut ok = true;
-        if let Some(f) = self.file.as_mut() {
-            let res = f.file.write_all(&lines).and_then(|()| f.file.flush());
-            match res {
-                Ok(()) => f.size += lines.len() as u64,
-                Err(e) => {
-                    eprintln!("lockbox: audit file write failed: {e}");
-                    ok = false;
+        self.lines.push(b'\n');
+        self.entries += 1;
+        Ok(())
+    }
+}
+
+impl OutState {
+    /// Writes sealed lines to the file and stdout sinks, rotating the file
+    /// when due. A failed file write is cut back off the file (no half
+    /// line is left for the next batch to follow).
+    fn write(&mut self, cfg: &AuditConfig, lines: &[u8]) -> bool {
+        if self.file.is_none() {
+            if let Some(p) = &cfg.file {
+                match FileSink::open(p) {
+                    Ok(f) => self.file = Some(f),
+                    Err(e) => {
+                        eprintln!("lockbox: audit file {}: {e}", p.display());
+                        return false;
+                    }
                 }
             }
         }
-        if ok && cfg.stdout {
+        if let Some(f) = self.file.as_mut() {
+            if let Err(e) = f.file.write_all(lines) {
+                eprintln!("lockbox: audit file write failed: {e}");
+                let _ = f.file.set_len(f.size);
+                return false;
+            }
+            f.size += lines.len() as u64;
+        }
+        if cfg.stdout {
             let mut out = std::io::stdout().lock();
-            ok = out.write_all(&lines).and_then(|()| out.flush()).is_ok();
+            if out.write_all(lines).and_then(|()| out.flush()).is_err() {
+                return false;
+            }
         }
-        if !ok {
-            self.chain = None;
-            return Err(());
-        }
-        self.last = Some(last.clone());
         if let Some(f) = self.file.as_mut() {
             let too_big = cfg.file_max_bytes > 0 && f.size >= cfg.file_max_bytes;
             let too_old = !cfg.file_max_age.is_zero() && f.opened.elapsed() >= cfg.file_max_age;
@@ -672,11 +760,7 @@ impl WriterState {
                 }
             }
         }
-        let anchor = (self.anchor_at.elapsed() >= Duration::from_secs(1)).then(|| {
-            self.anchor_at = Instant::now();
-            last
-        });
-        Ok((rows, anchor))
+        true
     }
 }
 

@@ -84,15 +84,13 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// The state, with the audit writer (returned to be awaited at
-    /// shutdown), the webhook worker and the engine-event forwarder started.
-    fn new(engine: Engine, cfg: ServerConfig) -> (AppState, Option<tokio::task::JoinHandle<()>>) {
-        let (audit, writer) = if cfg.audit.enabled() {
-            let (a, h) = audit::Auditor::start(engine.clone(), cfg.audit.clone());
-            (Some(a), h)
-        } else {
-            (None, None)
-        };
+    /// The state, with the audit log, the webhook worker and the
+    /// engine-event forwarder started.
+    fn new(engine: Engine, cfg: ServerConfig) -> AppState {
+        let audit = cfg
+            .audit
+            .enabled()
+            .then(|| audit::Auditor::start(engine.clone(), cfg.audit.clone()));
         let metrics = Arc::new(metrics::Metrics::default());
         let events = events::Events::start(audit.clone(), cfg.webhook.clone(), metrics.clone());
         let mut rx = engine.events();
@@ -121,13 +119,13 @@ impl AppState {
             metrics,
             events,
         };
-        (st, writer)
+        st
     }
 }
 
 /// The router: every path under `/v1/` goes through one dispatcher.
 pub fn router(engine: Engine, cfg: ServerConfig) -> Router {
-    let (st, _writer) = AppState::new(engine, cfg);
+    let st = AppState::new(engine, cfg);
     Router::new().fallback(handle).with_state(st)
 }
 
@@ -141,12 +139,12 @@ pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (st, writer) = AppState::new(engine, cfg);
+    let st = AppState::new(engine, cfg);
     let app = Router::new().fallback(handle).with_state(st.clone());
     let res = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    finish_audit(st, writer).await;
+    finish_audit(st).await;
     res
 }
 
@@ -164,7 +162,7 @@ pub async fn serve_tls(
     let loaded = tls::load(&tls_cfg)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     cfg.tls = true;
-    let (st, writer) = AppState::new(engine, cfg);
+    let st = AppState::new(engine, cfg);
     let current = Arc::new(std::sync::RwLock::new(loaded.acceptor));
     let (metrics, events) = (st.metrics.clone(), st.events.clone());
     metrics.cert_not_after.store(
@@ -205,17 +203,14 @@ pub async fn serve_tls(
     let l = tls::TlsListener::new(listener, current)?;
     let app = Router::new().fallback(handle).with_state(st.clone());
     let res = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
-    finish_audit(st, writer).await;
+    finish_audit(st).await;
     res
 }
 
-/// Lets the audit writer drain its queue and leave its anchor.
-async fn finish_audit(st: AppState, writer: Option<tokio::task::JoinHandle<()>>) {
+/// Writes the audit entries still waiting and leaves the anchor.
+async fn finish_audit(st: AppState) {
     let core = st.audit.as_ref().map(|a| a.core.clone());
     drop(st);
-    if let Some(w) = writer {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
-    }
     if let Some(c) = core {
         c.final_anchor().await;
     }
