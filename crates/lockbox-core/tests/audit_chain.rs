@@ -96,3 +96,50 @@ fn a_chain_continues_across_files() {
     // Dropping a whole middle file is caught where the next file starts.
     assert_eq!(check(&k, &file2), Err(1));
 }
+
+#[test]
+fn sealing_in_parts_is_sealing_the_whole() {
+    // The server seals a serialized entry with `seg`/`seq` spliced in as
+    // separate parts: the line and the chain must be those of the whole
+    // body, and verify.
+    let k = SecretBytes::random(32).unwrap();
+    let mut whole = AuditChain::new(&k).unwrap();
+    let mut parts = AuditChain::new(&k).unwrap();
+    let mut lines = Vec::new();
+    for i in 0..5u64 {
+        let body = format!(r#"{{"op":"encrypt","seg":"s1","seq":{i},"time":7}}"#);
+        let a = whole.append_canonical(body.clone().into_bytes()).unwrap();
+        let (left, right) = body.split_at(body.find(r#","seq""#).unwrap());
+        let seq = format!(r#","seq":{i}"#);
+        let rest = &right[seq.len()..];
+        let mut out = b"previous line\n".to_vec();
+        parts
+            .seal_parts_into(
+                &[left.as_bytes(), seq.as_bytes(), rest.as_bytes()],
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(&out[14..], a.as_bytes());
+        assert_eq!(parts.head(), whole.head());
+        lines.push(a);
+    }
+    assert_eq!(check(&k, &lines), Ok(5));
+    // Not an object's text, whole or in parts: refused, chain untouched.
+    let head = parts.head();
+    let mut out = Vec::new();
+    assert!(parts
+        .seal_parts_into(&[b"{", b"\"a\":1"], &mut out)
+        .is_err());
+    assert!(parts.seal_parts_into(&[b"", b"}"], &mut out).is_err());
+    assert!(parts.seal_parts_into(&[], &mut out).is_err());
+    assert!(out.is_empty());
+    assert_eq!(parts.head(), head);
+    assert_eq!(parts.next_seq(), 5);
+    // The smallest object gets only the mac.
+    parts.seal_parts_into(&[b"{", b"}"], &mut out).unwrap();
+    assert!(
+        out.starts_with(b"{\"mac\":\""),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}

@@ -259,7 +259,6 @@ pub async fn anchors(engine: &Engine, sink: &str) -> Result<Vec<Anchor>, EngineE
     Ok(out)
 }
 
-
 impl Auditor {
     /// The audit log (its writer tasks are spawned as entries arrive).
     pub(crate) fn start(engine: Engine, cfg: AuditConfig) -> Arc<Auditor> {
@@ -470,7 +469,6 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-
 impl SinkCore {
     /// The audit key, fetched from the engine once (forgotten on seal).
     async fn key(&self) -> Option<Arc<SecretBytes>> {
@@ -651,9 +649,7 @@ impl SealState {
     /// The last entry sealed: (segment, seq, mac).
     fn last(&self) -> Option<(String, u64, String)> {
         match &self.chain {
-            Some((seg, c)) if c.next_seq() > 0 => {
-                Some((seg.clone(), c.next_seq() - 1, c.head()))
-            }
+            Some((seg, c)) if c.next_seq() > 0 => Some((seg.clone(), c.next_seq() - 1, c.head())),
             _ => self.last.clone(),
         }
     }
@@ -682,7 +678,9 @@ impl SealState {
                     br#","status":"#,
                     &b[pos + PLACEHOLDER.len()..],
                 ];
-                chain.seal_parts_into(&parts, &mut self.lines).map_err(|_| ())?;
+                chain
+                    .seal_parts_into(&parts, &mut self.lines)
+                    .map_err(|_| ())?;
                 row.map(|m| (m.time, m.operation, m.key, m.outcome.to_owned()))
             }
             Entry::Other(mut m) => {

@@ -111,15 +111,14 @@ impl AppState {
                 }
             }
         });
-        let st = AppState {
+        AppState {
             engine,
             cfg: Arc::new(cfg),
             auth: Arc::default(),
             audit,
             metrics,
             events,
-        };
-        st
+        }
     }
 }
 

@@ -480,6 +480,152 @@ fn fail_closed_refuses_and_fail_open_proceeds_when_the_sink_fails() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `n` concurrent encryptions with key `key`: each answer's status and
+/// request id, with the audit file's text read the moment that answer came
+/// back (when `file` is given).
+fn burst(srv: &Srv, key: &str, n: usize, file: Option<&Path>) -> Vec<(u16, String, String)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let c = c.clone();
+            let url = format!("{}/v1/transit/encrypt/{key}", srv.addr);
+            let token = srv.token.clone();
+            let file = file.map(Path::to_owned);
+            tasks.push(tokio::spawn(async move {
+                let pt = lockbox::encoding::b64_encode(format!("field {i}").as_bytes());
+                let r = c
+                    .post(url)
+                    .header("X-Vault-Token", token)
+                    .json(&json!({ "plaintext": pt }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+                let seen = file.map_or_else(String::new, |f| {
+                    std::fs::read_to_string(f).unwrap_or_default()
+                });
+                (status, rid, seen)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+fn audit_failures(srv: &Srv) -> u64 {
+    let (_, m) = srv.api("GET", "sys/metrics?format=prometheus", Value::Null);
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("audit_write_failures_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_requests_are_written_in_one_chain_before_they_are_answered() {
+    // Fail closed (the default): entries of concurrent requests are sealed
+    // and written together, yet each request is answered only once its own
+    // entry is in the file and in the store.
+    let dir = tmpdir();
+    let key = master_key();
+    let srv = Srv::start(&dir, &key, &["--audit-file", "audit.log", "--audit-store"]);
+    srv.ok(&["keys", "create", "burst"], b"");
+    let file = dir.join("audit.log");
+    let answers = burst(&srv, "burst", 300, Some(&file));
+    let mut ids = std::collections::HashSet::new();
+    for (status, rid, seen) in &answers {
+        assert_eq!(*status, 200);
+        assert!(
+            seen.contains(&format!("\"request_id\":\"{rid}\"")),
+            "request {rid} was answered before its audit entry was written"
+        );
+        assert!(ids.insert(rid.clone()), "request id {rid} twice");
+    }
+    // One entry per request, in one verified chain, in both sinks.
+    let (s, v) = srv.api("POST", "sys/audit/verify", json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["ok"], true, "{v}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let encrypts: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["operation"] == "encrypt" && e["key"] == "burst")
+        .collect();
+    assert_eq!(encrypts.len(), 300);
+    assert!(encrypts
+        .iter()
+        .all(|e| ids.contains(e["request_id"].as_str().unwrap())));
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let (s, q) = srv.api(
+        "POST",
+        "sys/audit/query",
+        json!({"key": "burst", "outcome": "ok", "limit": 1000}),
+    );
+    assert_eq!(s, 200);
+    let rows = q["data"]["entries"].as_array().unwrap();
+    assert_eq!(
+        rows.iter().filter(|e| e["operation"] == "encrypt").count(),
+        300
+    );
+    assert_eq!(audit_failures(&srv), 0);
+    drop(srv);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fail_open_with_a_full_queue_drops_and_counts_but_never_breaks_the_chain() {
+    // A queue of one entry: requests are never refused or delayed; every
+    // entry is either written (in a chain that verifies) or counted.
+    let dir = tmpdir();
+    let key = master_key();
+    let srv = Srv::start(
+        &dir,
+        &key,
+        &[
+            "--audit-file",
+            "audit.log",
+            "--audit-fail-open",
+            "--audit-queue",
+            "1",
+        ],
+    );
+    srv.ok(&["keys", "create", "open"], b"");
+    let answers = burst(&srv, "open", 300, None);
+    assert!(answers.iter().all(|(s, _, _)| *s == 200));
+    std::thread::sleep(Duration::from_millis(300));
+    let dropped = audit_failures(&srv);
+    let (s, v) = srv.api("POST", "sys/audit/verify", json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["ok"], true, "{v}");
+    let written = lines(&dir.join("audit.log"))
+        .iter()
+        .filter(|l| l.contains("\"operation\":\"encrypt\""))
+        .count() as u64;
+    assert_eq!(
+        written + dropped,
+        300,
+        "written {written}, dropped {dropped}"
+    );
+    drop(srv);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn no_plaintext_ciphertext_token_or_key_in_any_log_or_audit_output() {
     let dir = tmpdir();
