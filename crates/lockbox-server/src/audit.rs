@@ -193,8 +193,11 @@ struct SealState {
 /// The sinks, as the writer sees them.
 struct OutState {
     file: Option<FileSink>,
-    /// The last entry written.
+    /// The last entry written to every sink (what anchors name).
     last: Option<(String, u64, String)>,
+    /// The last entry written to the file sink (what a new segment links
+    /// to: the file's chain is checked across segments, the store's is not).
+    linked: Option<(String, u64, String)>,
     anchor_at: Instant,
     /// The previous batch's buffer, reused.
     spare: Vec<u8>,
@@ -280,6 +283,7 @@ impl Auditor {
             out: tokio::sync::Mutex::new(OutState {
                 file: None,
                 last: None,
+                linked: None,
                 anchor_at: Instant::now(),
                 spare: Vec::new(),
             }),
@@ -422,13 +426,18 @@ impl FileSink {
     }
 }
 
-/// The last line of a file (the previous run's last entry), if any.
+/// The last line of a file (the previous run's last entry), if any. Reads
+/// only the file's end (entries are far shorter than 64 KiB).
 fn last_line(path: &Path) -> Option<String> {
-    if !std::fs::metadata(path).ok()?.is_file() {
-        return None;
-    }
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok().filter(std::fs::Metadata::is_file)?.len();
+    let start = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(str::to_owned)
@@ -530,7 +539,7 @@ impl SinkCore {
             batch.finish(true);
             return;
         }
-        let mut ok = out.write(&self.cfg, &lines);
+        let mut ok = out.write(&self.cfg, &lines, &last);
         if ok && !rows.is_empty() {
             let w = self.engine.store().audit_append(&rows);
             ok = match tokio::time::timeout(self.cfg.timeout, w).await {
@@ -558,10 +567,12 @@ impl SinkCore {
             self.failures.fetch_add(n as u64, Ordering::Relaxed);
             // The entries sealed behind this batch are chained onto
             // entries that were not written: drop them too. The next entry
-            // opens a segment linked to the last entry written.
+            // opens a segment linked to the last entry in the file.
             let mut st = self.sealing();
             st.chain = None;
-            st.last.clone_from(&out.last);
+            st.last.clone_from(&out.linked);
+            // Nothing written in this run yet: link to the file's end.
+            st.linked = out.linked.is_some();
             st.lines.clear();
             st.rows.clear();
             let dropped = std::mem::take(&mut st.entries);
@@ -720,10 +731,15 @@ impl SealState {
 }
 
 impl OutState {
-    /// Writes sealed lines to the file and stdout sinks, rotating the file
-    /// when due. A failed file write is cut back off the file (no half
-    /// line is left for the next batch to follow).
-    fn write(&mut self, cfg: &AuditConfig, lines: &[u8]) -> bool {
+    /// Writes sealed lines (the last of them `last`) to the file and stdout
+    /// sinks, rotating the file when due. A failed file write is cut back
+    /// off the file (no half line is left for the next batch to follow).
+    fn write(
+        &mut self,
+        cfg: &AuditConfig,
+        lines: &[u8],
+        last: &Option<(String, u64, String)>,
+    ) -> bool {
         if self.file.is_none() {
             if let Some(p) = &cfg.file {
                 match FileSink::open(p) {
@@ -743,6 +759,7 @@ impl OutState {
             }
             f.size += lines.len() as u64;
         }
+        self.linked.clone_from(last);
         if cfg.stdout {
             let mut out = std::io::stdout().lock();
             if out.write_all(lines).and_then(|()| out.flush()).is_err() {

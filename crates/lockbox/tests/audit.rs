@@ -73,6 +73,10 @@ impl Drop for Srv {
 impl Srv {
     fn start(dir: &Path, key: &str, args: &[&str]) -> Srv {
         let store = format!("sqlite://{}", dir.join("lb.db").display());
+        Srv::start_on(dir, key, &store, args)
+    }
+
+    fn start_on(dir: &Path, key: &str, store: &str, args: &[&str]) -> Srv {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -81,7 +85,7 @@ impl Srv {
         let listen = format!("127.0.0.1:{port}");
         let mut c = Command::new(bin());
         common::clean_env(&mut c)
-            .args(["serve", "--store", &store, "--listen", &listen])
+            .args(["serve", "--store", store, "--listen", &listen])
             .args(args)
             .env("LOCKBOX_MASTER_KEY", key)
             .current_dir(dir);
@@ -102,10 +106,7 @@ impl Srv {
             std::thread::sleep(Duration::from_millis(50));
         }
         // An admin token, made on the local store by the CLI.
-        let env = [
-            ("LOCKBOX_MASTER_KEY", key),
-            ("LOCKBOX_STORE", store.as_str()),
-        ];
+        let env = [("LOCKBOX_MASTER_KEY", key), ("LOCKBOX_STORE", store)];
         let t = cli(
             &env,
             &[
@@ -122,7 +123,7 @@ impl Srv {
             child,
             addr: format!("http://{listen}"),
             dir: dir.to_owned(),
-            store,
+            store: store.to_owned(),
             key: key.to_owned(),
             token,
         }
@@ -525,7 +526,7 @@ fn burst(srv: &Srv, key: &str, n: usize, file: Option<&Path>) -> Vec<(u16, Strin
 fn audit_failures(srv: &Srv) -> u64 {
     let (_, m) = srv.api("GET", "sys/metrics?format=prometheus", Value::Null);
     m.as_str()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{m}"))
         .lines()
         .find_map(|l| l.strip_prefix("audit_write_failures_total "))
         .unwrap()
@@ -623,6 +624,87 @@ fn fail_open_with_a_full_queue_drops_and_counts_but_never_breaks_the_chain() {
         "written {written}, dropped {dropped}"
     );
     drop(srv);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs SQL on the test PostgreSQL database.
+fn pg(sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&pg_base())
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    });
+}
+
+fn pg_base() -> String {
+    std::env::var("LOCKBOX_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+#[test]
+fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
+    // A PostgreSQL store whose audit table refuses inserts for a while (a
+    // trigger): fail closed, requests are refused with 503 and do nothing;
+    // once inserts work again requests succeed, and both the file and the
+    // store trails verify, the file's chain linked across the outage.
+    let dir = tmpdir();
+    let key = master_key();
+    let schema = format!(
+        "lbx_audit_{}",
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .rsplit('-')
+            .next()
+            .unwrap()
+    );
+    let base = pg_base();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let store = format!("{base}{sep}schema={schema}");
+    let srv = Srv::start_on(
+        &dir,
+        &key,
+        &store,
+        &["--audit-file", "audit.log", "--audit-store"],
+    );
+    srv.ok(&["keys", "create", "before"], b"");
+    pg(&format!(
+        r#"CREATE FUNCTION "{schema}".refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'audit outage'; END $$;
+           CREATE TRIGGER refuse BEFORE INSERT ON "{schema}".lockbox_audit
+             FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse();"#
+    ));
+    let (s, v) = srv.api("POST", "transit/keys/during", json!({}));
+    assert_eq!(s, 503, "{v}");
+    let (s, _) = srv.api("POST", "transit/keys/during2", json!({}));
+    assert_eq!(s, 503);
+    pg(&format!(
+        r#"DROP TRIGGER refuse ON "{schema}".lockbox_audit"#
+    ));
+    let (s, v) = srv.api("POST", "transit/keys/after", json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert!(audit_failures(&srv) >= 2);
+    // Refused requests did nothing.
+    let (s, _) = srv.api("GET", "transit/keys/during2", Value::Null);
+    assert_eq!(s, 404);
+    let (s, v) = srv.api("POST", "sys/audit/verify", json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["ok"], true, "{v}");
+    assert!(
+        v["data"]["file"]["segments"].as_array().unwrap().len() >= 2,
+        "{v}"
+    );
+    let (_, q) = srv.api("POST", "sys/audit/query", json!({"key": "after"}));
+    assert!(!q["data"]["entries"].as_array().unwrap().is_empty(), "{q}");
+    drop(srv);
+    pg(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
