@@ -55,9 +55,9 @@ pub struct AuditConfig {
     pub store: bool,
     /// Let requests proceed when their entry cannot be written.
     pub fail_open: bool,
-    /// Fail open: most entries waiting for the writer task.
+    /// Fail open: most entries waiting to be written (more are dropped).
     pub queue: usize,
-    /// Fail closed: how long a request waits for its entry to be written.
+    /// How long a store-sink insert may take before its batch fails.
     pub timeout: Duration,
 }
 
@@ -86,7 +86,7 @@ impl AuditConfig {
 
 /// A request's audit entry. Fields are in alphabetical order, so its
 /// serialization is the canonical form the chain MACs (no map, no sorting:
-/// this is the hot path). `seg` and `seq` are set by the writer.
+/// this is the hot path). `seg` and `seq` are set when it is sealed.
 #[derive(serde::Serialize, Default)]
 pub(crate) struct RequestEntry {
     pub(crate) accessor: Option<String>,
@@ -120,8 +120,8 @@ pub(crate) struct RowMeta {
     outcome: &'static str,
 }
 
-/// What is queued: a request entry serialized on the request's thread
-/// (with the placeholder `"seg":"","seq":0`, filled in by the writer), or
+/// What is sealed: a request entry serialized on the request's thread
+/// (with the placeholder `"seg":"","seq":0`, filled in when sealed), or
 /// any other entry (events, segments).
 pub(crate) enum Entry {
     Request { body: Vec<u8>, row: Option<RowMeta> },
@@ -146,7 +146,7 @@ impl From<RequestEntry> for Pending {
     }
 }
 
-/// Where the writer puts `seg` and `seq` in a serialized request entry.
+/// Where sealing puts `seg` and `seq` in a serialized request entry.
 const PLACEHOLDER: &[u8] = br#","seg":"","seq":0,"status":"#;
 
 /// The request side of the audit log.
