@@ -55,7 +55,8 @@ pub struct AuditConfig {
     pub store: bool,
     /// Let requests proceed when their entry cannot be written.
     pub fail_open: bool,
-    /// Fail open: most entries waiting to be written (more are dropped).
+    /// Most entries waiting to be written: beyond it an entry is dropped
+    /// (fail open) or its request refused (fail closed).
     pub queue: usize,
     /// How long a store-sink insert may take before its batch fails.
     pub timeout: Duration,
@@ -201,6 +202,15 @@ struct OutState {
     anchor_at: Instant,
     /// The previous batch's buffer, reused.
     spare: Vec<u8>,
+}
+
+/// Why an entry was not sealed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// `queue` entries are already waiting for a slow sink.
+    Full,
+    /// The audit key or the chain is not available.
+    Broken,
 }
 
 /// A set of entries written together, and whether they were.
@@ -369,14 +379,17 @@ impl Auditor {
         };
         let sealed = match core.key().await {
             Some(key) => core.seal(&key, entry),
-            None => Err(()),
+            None => Err(Refused::Broken),
         };
-        let Ok((batch, spawn)) = sealed else {
-            core.failures.fetch_add(1, Ordering::Relaxed);
-            if !fail_open {
-                core.healthy.store(false, Ordering::Relaxed);
+        let (batch, spawn) = match sealed {
+            Ok(x) => x,
+            Err(why) => {
+                core.failures.fetch_add(1, Ordering::Relaxed);
+                if !fail_open && why == Refused::Broken {
+                    core.healthy.store(false, Ordering::Relaxed);
+                }
+                return fail_open;
             }
-            return fail_open;
         };
         if spawn {
             tokio::spawn(core.clone().write_batch());
@@ -502,16 +515,20 @@ impl SinkCore {
     /// Seals `entry` into the chain, behind the entries already waiting.
     /// Returns the batch it will be written with, and whether the caller
     /// must spawn the writer task ([`SinkCore::write_batch`]).
-    fn seal(&self, key: &SecretBytes, entry: Entry) -> Result<(Arc<Batch>, bool), ()> {
+    fn seal(&self, key: &SecretBytes, entry: Entry) -> Result<(Arc<Batch>, bool), Refused> {
         let mut st = self.sealing();
-        if self.cfg.fail_open && st.entries >= self.cfg.queue.max(1) {
-            return Err(());
+        if st.entries >= self.cfg.queue.max(1) {
+            return Err(Refused::Full);
         }
         if st.chain.is_none() {
-            let seg = st.new_segment(&self.cfg, key)?;
-            st.push(self.cfg.store, Entry::Other(seg))?;
+            let seg = st
+                .new_segment(&self.cfg, key)
+                .map_err(|()| Refused::Broken)?;
+            st.push(self.cfg.store, Entry::Other(seg))
+                .map_err(|()| Refused::Broken)?;
         }
-        st.push(self.cfg.store, entry)?;
+        st.push(self.cfg.store, entry)
+            .map_err(|()| Refused::Broken)?;
         let spawn = !std::mem::replace(&mut st.scheduled, true);
         Ok((st.batch.clone(), spawn))
     }

@@ -61,7 +61,8 @@ pub struct ServeArgs {
     /// (default: refuse them, fail closed).
     #[arg(long)]
     audit_fail_open: bool,
-    /// With --audit-fail-open: most audit entries waiting to be written (more are dropped and counted).
+    /// Most audit entries waiting to be written; beyond it entries are dropped and counted
+    /// (--audit-fail-open) or their requests refused with 503 (fail closed).
     #[arg(long, default_value_t = 4096)]
     audit_queue: usize,
     /// POST events (rotations, failures, expiring certificates...) to this URL.

@@ -590,6 +590,38 @@ fn concurrent_requests_are_written_in_one_chain_before_they_are_answered() {
 }
 
 #[test]
+fn fail_closed_with_a_full_queue_refuses_and_counts() {
+    // A backlog of at most one entry: a request whose entry finds it full
+    // is refused (503) and counted; every request answered 200 has its
+    // entry written; the chain verifies.
+    let dir = tmpdir();
+    let key = master_key();
+    let srv = Srv::start(
+        &dir,
+        &key,
+        &["--audit-file", "audit.log", "--audit-queue", "1"],
+    );
+    srv.ok(&["keys", "create", "full"], b"");
+    let file = dir.join("audit.log");
+    let answers = burst(&srv, "full", 300, Some(&file));
+    let mut refused = 0;
+    for (status, rid, seen) in &answers {
+        match status {
+            200 => assert!(seen.contains(rid.as_str()), "{rid} answered before written"),
+            503 => refused += 1,
+            s => panic!("status {s}"),
+        }
+    }
+    println!("{refused} of 300 refused");
+    assert_eq!(audit_failures(&srv), refused);
+    let (s, v) = srv.api("POST", "sys/audit/verify", json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["ok"], true, "{v}");
+    drop(srv);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn fail_open_with_a_full_queue_drops_and_counts_but_never_breaks_the_chain() {
     // A queue of one entry: requests are never refused or delayed; every
     // entry is either written (in a chain that verifies) or counted.
@@ -611,6 +643,7 @@ fn fail_open_with_a_full_queue_drops_and_counts_but_never_breaks_the_chain() {
     assert!(answers.iter().all(|(s, _, _)| *s == 200));
     std::thread::sleep(Duration::from_millis(300));
     let dropped = audit_failures(&srv);
+    println!("{dropped} of 300 dropped");
     let (s, v) = srv.api("POST", "sys/audit/verify", json!({}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["ok"], true, "{v}");
