@@ -12,11 +12,21 @@
 # plain (target: at most 15% each). Needs wrk and openssl (Debian packages).
 #
 #   bench/audit-tls.sh       (BENCH_SECONDS=6 per point, BENCH_ROUNDS=5)
+#   BENCH_PIN=1 bench/audit-tls.sh   servers on the last core, wrk (one
+#           thread) on the others: the client's own work (its TLS too) is
+#           then not taken from the servers' share of the cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${BENCH_SECONDS:-6}"
 ROUNDS="${BENCH_ROUNDS:-5}"
 CONNS="${BENCH_CONNECTIONS:-64}"
+SERVER_CPUS=() CLIENT_CPUS=() WRK_THREADS=2
+if [ "${BENCH_PIN:-0}" = 1 ]; then
+  command -v taskset >/dev/null || { echo "BENCH_PIN needs taskset (util-linux)" >&2; exit 1; }
+  LAST=$(($(nproc) - 1))
+  [ "$LAST" -ge 1 ] || { echo "BENCH_PIN needs at least 2 cores" >&2; exit 1; }
+  SERVER_CPUS=(taskset -c "$LAST") CLIENT_CPUS=(taskset -c "0-$((LAST - 1))") WRK_THREADS=1
+fi
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --quiet --release -p lockbox --bin lockbox
 
@@ -36,7 +46,7 @@ cd - >/dev/null
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start() { # name scheme extra-args... -> sets URL (no subshell: PIDS must grow here)
   local name=$1 scheme=$2 p; shift 2; p=$(port)
-  target/release/lockbox serve --dev --dev-root-token bench --listen "127.0.0.1:$p" "$@" \
+  "${SERVER_CPUS[@]}" target/release/lockbox serve --dev --dev-root-token bench --listen "127.0.0.1:$p" "$@" \
     > "$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do
@@ -64,7 +74,7 @@ TICK=$(getconf CLK_TCK)
 run() { # base-url pid -> "rps p99ms non2xx server-cpu-us-per-request"
   local c0 c1
   c0=$(cpu "$2")
-  wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/one.lua" "$1/v1/transit/encrypt/bench" \
+  "${CLIENT_CPUS[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/one.lua" "$1/v1/transit/encrypt/bench" \
     > "$WORK/wrk.txt" 2>&1
   c1=$(cpu "$2")
   python3 - "$WORK/wrk.txt" "$((c1 - c0))" "$TICK" <<'PY'

@@ -26,7 +26,7 @@ use zeroize::Zeroize;
 
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Error, Result};
-use crate::kdf::{hmac_sha256, hmac_sha256_parts};
+use crate::kdf::{hmac_sha256, hmac_sha256_parts, hmac_sha256_parts_and};
 use crate::secret::{ct_eq, SecretBytes};
 
 const MAC_LABEL: &[u8] = b"lockbox/v1/audit";
@@ -137,7 +137,7 @@ impl AuditChain {
         parts.push(MAC_LABEL);
         parts.push(&self.prev);
         parts.extend_from_slice(body);
-        let mac = hmac_sha256_parts(&self.key, &parts);
+        let (mac, mut next) = hmac_sha256_parts_and(&self.key, &parts, RATCHET_LABEL);
         out.reserve(len + 56);
         for p in body {
             out.extend_from_slice(p);
@@ -149,7 +149,6 @@ impl AuditChain {
         out.extend_from_slice(b"\"mac\":\"");
         b64url_encode_into_vec(&mac, out);
         out.extend_from_slice(b"\"}");
-        let mut next = hmac_sha256(&self.key, RATCHET_LABEL);
         self.key.copy_from_slice(&next);
         next.zeroize();
         self.prev = mac;
@@ -245,14 +244,15 @@ pub fn verify<'a>(
             .and_then(|s| b64url_decode(s).ok())
             .ok_or_else(|| fail(n, "no valid mac"))?;
         let body = canonical(&m).map_err(|_| fail(n, "cannot canonicalize"))?;
-        let expect = hmac_sha256_parts(&chain.key, &[MAC_LABEL, &chain.prev, &body]);
+        let (expect, mut next) =
+            hmac_sha256_parts_and(&chain.key, &[MAC_LABEL, &chain.prev, &body], RATCHET_LABEL);
         if !ct_eq(&expect, &mac) {
+            next.zeroize();
             return Err(fail(
                 n,
                 "MAC does not verify (the entry or one before it was modified)",
             ));
         }
-        let mut next = hmac_sha256(&chain.key, RATCHET_LABEL);
         chain.key.copy_from_slice(&next);
         next.zeroize();
         chain.prev = expect;

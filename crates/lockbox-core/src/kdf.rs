@@ -73,6 +73,22 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Two HMAC-SHA256 tags under one key, set up once: over the concatenation
+/// of `parts`, and over `other` (a chain's entry MAC and its key ratchet).
+#[must_use]
+pub fn hmac_sha256_parts_and(key: &[u8], parts: &[&[u8]], other: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut ctx = hmac::Context::with_key(&k);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut a = [0u8; 32];
+    a.copy_from_slice(ctx.sign().as_ref());
+    let mut b = [0u8; 32];
+    b.copy_from_slice(hmac::sign(&k, other).as_ref());
+    (a, b)
+}
+
 /// HMAC-SHA256 over the concatenation of `parts` (no copying).
 #[must_use]
 pub fn hmac_sha256_parts(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
