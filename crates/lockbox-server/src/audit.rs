@@ -534,10 +534,16 @@ impl SinkCore {
     }
 
     /// The writer task: lets the worker run its other ready requests first
-    /// (they seal their entries into the same batch), then writes every
+    /// (they seal their entries into the same batch; fail open, whose
+    /// requests do not wait, gathers for a millisecond), then writes every
     /// entry sealed so far to the sinks in one go and wakes their requests.
     async fn write_batch(self: Arc<Self>) {
-        tokio::task::yield_now().await;
+        if self.cfg.fail_open {
+            // Nobody waits for the write: gather a millisecond's entries.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
         let mut out = self.out.lock().await;
         let (mut lines, rows, batch, n, last) = {
             let mut st = self.sealing();
@@ -596,8 +602,13 @@ impl SinkCore {
             self.failures.fetch_add(dropped as u64, Ordering::Relaxed);
             std::mem::take(&mut st.batch).finish(false);
         }
+        drop(out);
         self.healthy.store(ok, Ordering::Relaxed);
         batch.finish(ok);
+        // Outside the writer's lock: a slow store must not hold up the
+        // next batch once a second. (Anchors only bound the trail from
+        // below, so one landing after a newer one weakens, never breaks,
+        // the truncation check.)
         if let Some(a) = anchor {
             let _ = self.put_anchor(a).await;
         }
