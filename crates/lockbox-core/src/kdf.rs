@@ -63,14 +63,21 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], len: usize) -> Result<S
     hkdf(HkdfHash::Sha256, ikm, salt, info, len)
 }
 
+/// HMAC-SHA256 over the concatenation of `parts`, under a key already set up.
+fn sign_parts(k: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(k);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 /// HMAC-SHA256 of `data` under `key`.
 #[must_use]
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let tag = hmac::sign(&k, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
+    hmac_sha256_parts(key, &[data])
 }
 
 /// Two HMAC-SHA256 tags under one key, set up once: over the concatenation
@@ -78,28 +85,13 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 #[must_use]
 pub fn hmac_sha256_parts_and(key: &[u8], parts: &[&[u8]], other: &[u8]) -> ([u8; 32], [u8; 32]) {
     let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let mut ctx = hmac::Context::with_key(&k);
-    for p in parts {
-        ctx.update(p);
-    }
-    let mut a = [0u8; 32];
-    a.copy_from_slice(ctx.sign().as_ref());
-    let mut b = [0u8; 32];
-    b.copy_from_slice(hmac::sign(&k, other).as_ref());
-    (a, b)
+    (sign_parts(&k, parts), sign_parts(&k, &[other]))
 }
 
 /// HMAC-SHA256 over the concatenation of `parts` (no copying).
 #[must_use]
 pub fn hmac_sha256_parts(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let mut ctx = hmac::Context::with_key(&k);
-    for p in parts {
-        ctx.update(p);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.sign().as_ref());
-    out
+    sign_parts(&hmac::Key::new(hmac::HMAC_SHA256, key), parts)
 }
 
 /// Verify an HMAC-SHA256 tag (full 32 bytes, or a truncation of at least
