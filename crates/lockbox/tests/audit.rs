@@ -660,27 +660,6 @@ fn fail_open_with_a_full_queue_drops_and_counts_but_never_breaks_the_chain() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Runs SQL on the test PostgreSQL database.
-fn pg(sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&pg_base())
-            .await
-            .unwrap();
-        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-    });
-}
-
-fn pg_base() -> String {
-    std::env::var("LOCKBOX_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 #[test]
 fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
     // A PostgreSQL store whose audit table refuses inserts for a while (a
@@ -698,9 +677,7 @@ fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
             .next()
             .unwrap()
     );
-    let base = pg_base();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let store = format!("{base}{sep}schema={schema}");
+    let store = common::pg_schema_url(&schema);
     let srv = Srv::start_on(
         &dir,
         &key,
@@ -708,7 +685,7 @@ fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
         &["--audit-file", "audit.log", "--audit-store"],
     );
     srv.ok(&["keys", "create", "before"], b"");
-    pg(&format!(
+    common::pg_exec(&format!(
         r#"CREATE FUNCTION "{schema}".refuse() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN RAISE EXCEPTION 'audit outage'; END $$;
            CREATE TRIGGER refuse BEFORE INSERT ON "{schema}".lockbox_audit
@@ -718,7 +695,7 @@ fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
     assert_eq!(s, 503, "{v}");
     let (s, _) = srv.api("POST", "transit/keys/during2", json!({}));
     assert_eq!(s, 503);
-    pg(&format!(
+    common::pg_exec(&format!(
         r#"DROP TRIGGER refuse ON "{schema}".lockbox_audit"#
     ));
     let (s, v) = srv.api("POST", "transit/keys/after", json!({}));
@@ -737,7 +714,7 @@ fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
     let (_, q) = srv.api("POST", "sys/audit/query", json!({"key": "after"}));
     assert!(!q["data"]["entries"].as_array().unwrap().is_empty(), "{q}");
     drop(srv);
-    pg(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#));
+    common::pg_exec(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -116,11 +116,6 @@ impl Env {
     }
 }
 
-fn pg_url() -> String {
-    std::env::var("LOCKBOX_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 fn my_url() -> String {
     std::env::var("LOCKBOX_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
@@ -446,7 +441,7 @@ async fn lifecycle(url: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_lifecycle() {
-    lifecycle(&pg_url(), "rx_life_pg").await;
+    lifecycle(&common::pg_url(), "rx_life_pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -598,7 +593,7 @@ async fn foreign(url: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_fernet_and_vault() {
-    foreign(&pg_url(), "rx_foreign_pg").await;
+    foreign(&common::pg_url(), "rx_foreign_pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -609,7 +604,7 @@ async fn mariadb_fernet_and_vault() {
 /// pgcrypto `pgp_sym_encrypt` values made by PostgreSQL itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_pgcrypto() {
-    let url = pg_url();
+    let url = common::pg_url();
     let name = "rx_pgp";
     let env = env(name);
     env.key("k");
@@ -841,7 +836,7 @@ async fn bad_input(url: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_bad_input() {
-    bad_input(&pg_url(), "rx_bad_pg").await;
+    bad_input(&common::pg_url(), "rx_bad_pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -998,7 +993,7 @@ async fn crash(url: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_crash_kill9() {
-    crash(&pg_url(), "rx_crash_pg").await;
+    crash(&common::pg_url(), "rx_crash_pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1010,7 +1005,7 @@ async fn mariadb_crash_kill9() {
 /// (rows/s, ETA) to stderr.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_throttle_and_json_progress() {
-    let url = pg_url();
+    let url = common::pg_url();
     let name = "rx_throttle_pg";
     let env = env(name);
     env.key("k");
@@ -1126,7 +1121,7 @@ async fn two_processes(url: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_two_processes_one_job() {
-    two_processes(&pg_url(), "rx_join_pg").await;
+    two_processes(&common::pg_url(), "rx_join_pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -648,35 +648,14 @@ fn production_mode_refuses_insecure_settings() {
     assert_eq!((code, v["sealed"].as_bool()), (200, Some(false)));
 }
 
-fn pg_base() -> String {
-    std::env::var("LOCKBOX_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 fn drop_schema(schema: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&pg_base())
-            .await
-            .unwrap();
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(&pool)
-            .await
-            .unwrap();
-    });
+    common::pg_exec(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
 }
 
 #[test]
 fn two_servers_one_postgres_see_rotation_at_once() {
     let schema = format!("lbx_cli_{}", unique());
-    let base = pg_base();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}schema={schema}");
+    let url = common::pg_schema_url(&schema);
     let key = ok(&[], &["keygen-master"], b"");
     let env = [("LOCKBOX_MASTER_KEY", key.trim())];
     let a = start(&["--store", &url], &env);

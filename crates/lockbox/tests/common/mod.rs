@@ -97,3 +97,32 @@ pub fn python() -> PathBuf {
     );
     p
 }
+
+/// The test PostgreSQL database (`LOCKBOX_TEST_PG_URL`, set by `scripts/test`).
+pub fn pg_url() -> String {
+    std::env::var("LOCKBOX_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The test PostgreSQL database with a store schema of its own.
+pub fn pg_schema_url(schema: &str) -> String {
+    let base = pg_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}schema={schema}")
+}
+
+/// Runs SQL on the test PostgreSQL database (from a synchronous test).
+pub fn pg_exec(sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&pg_url())
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    });
+}
