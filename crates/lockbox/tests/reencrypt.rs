@@ -148,6 +148,13 @@ fn kind(url: &str) -> Kind {
 }
 
 /// A fresh table `name (id BIGINT PRIMARY KEY, tenant INT, secret TEXT, secret_bi TEXT)`.
+async fn drop_table(db: &AnyPool, name: &str) {
+    sqlx::query(&format!("DROP TABLE {name}"))
+        .execute(db)
+        .await
+        .unwrap();
+}
+
 async fn table(db: &AnyPool, name: &str) {
     sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
         .execute(db)
@@ -433,10 +440,7 @@ async fn lifecycle(url: &str, name: &str) {
             .count()
             >= 5
     );
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -585,10 +589,7 @@ async fn foreign(url: &str, name: &str) {
             .unwrap();
         assert_eq!(pt, format!("value-{id}").as_bytes());
     }
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -669,10 +670,7 @@ async fn postgres_pgcrypto() {
     // Rerun: nothing to do.
     let r = env.ok_json(&a);
     assert_eq!(r["rows_changed"], 0, "{r}");
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 /// Bad input: a clear error before anything is written (or, with
@@ -828,10 +826,7 @@ async fn bad_input(url: &str, name: &str) {
         &job,
     ]);
     assert!(e.contains("other options"), "{e}");
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -985,10 +980,7 @@ async fn crash(url: &str, name: &str) {
     let st = env.ok_json(&["reencrypt", "status", "--db", url, "--job", &job]);
     assert_eq!(st[0]["state"], "done");
     assert_eq!(st[0]["batches"], st[0]["batches_done"]);
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1050,10 +1042,7 @@ async fn postgres_throttle_and_json_progress() {
     assert!(last["rows_per_sec"].as_f64().unwrap() <= 400.0);
     assert!(lines.iter().any(|l| l["event"] == "REENCRYPTION_STARTED"));
     assert!(lines.iter().any(|l| l["event"] == "REENCRYPTION_COMPLETED"));
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 /// Two processes started at once with the same `--job` (as on two machines):
@@ -1113,10 +1102,7 @@ async fn two_processes(url: &str, name: &str) {
     assert_eq!(count("REENCRYPTION_COMPLETED"), 1, "{ev}");
     let e = env.engine().await;
     assert_eq!(check_all_decrypt(&e, &db, url, name, "k").await, 20_000);
-    sqlx::query(&format!("DROP TABLE {name}"))
-        .execute(&db)
-        .await
-        .unwrap();
+    drop_table(&db, name).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
