@@ -337,11 +337,18 @@ impl AwsKmsProvider {
             })
     }
 
-    fn key_arn(m: &Map<String, Value>, fallback: &str) -> String {
-        m.get("KeyId")
-            .and_then(Value::as_str)
-            .unwrap_or(fallback)
-            .to_owned()
+    /// The wrapped key in a KMS answer: its `CiphertextBlob`, under the
+    /// answer's `KeyId` (an ARN), or `key_id` if it names none.
+    fn wrapped_key(&self, m: &Map<String, Value>, key_id: &str) -> Result<WrappedKey> {
+        Ok(WrappedKey {
+            provider: self.provider_id().to_owned(),
+            key_id: m
+                .get("KeyId")
+                .and_then(Value::as_str)
+                .unwrap_or(key_id)
+                .to_owned(),
+            wrapped: self.field_b64(m, "CiphertextBlob")?,
+        })
     }
 
     /// Re-encrypt a wrapped data key under `destination_key_id` inside KMS
@@ -365,11 +372,7 @@ impl AwsKmsProvider {
             body["DestinationEncryptionContext"] = json!(ctx);
         }
         let m = self.call("ReEncrypt", body).await?;
-        Ok(WrappedKey {
-            provider: self.provider_id().to_owned(),
-            key_id: Self::key_arn(&m, destination_key_id),
-            wrapped: self.field_b64(&m, "CiphertextBlob")?,
-        })
+        self.wrapped_key(&m, destination_key_id)
     }
 
     fn with_context(mut body: Value, ctx: &Context) -> Value {
@@ -415,11 +418,7 @@ impl Provider for AwsKmsProvider {
             }
             Ok(DataKey {
                 plaintext,
-                wrapped: WrappedKey {
-                    provider: self.provider_id().to_owned(),
-                    key_id: Self::key_arn(&m, &self.cfg.key_id),
-                    wrapped: self.field_b64(&m, "CiphertextBlob")?,
-                },
+                wrapped: self.wrapped_key(&m, &self.cfg.key_id)?,
             })
         })
     }
@@ -435,11 +434,7 @@ impl Provider for AwsKmsProvider {
                 ctx,
             );
             let m = self.call("Encrypt", body).await?;
-            Ok(WrappedKey {
-                provider: self.provider_id().to_owned(),
-                key_id: Self::key_arn(&m, &self.cfg.key_id),
-                wrapped: self.field_b64(&m, "CiphertextBlob")?,
-            })
+            self.wrapped_key(&m, &self.cfg.key_id)
         })
     }
 
