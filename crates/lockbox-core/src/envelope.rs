@@ -293,23 +293,13 @@ pub fn parse_binary(bytes: Vec<u8>) -> Result<Parsed> {
 /// # Errors
 /// As [`parse_binary`], plus [`Error::Encoding`] for bad base64.
 pub fn parse_text(text: &str) -> Result<Parsed> {
-    let Some(b64) = text.strip_prefix(TEXT_PREFIX) else {
-        let b = text.as_bytes();
-        if b.len() >= 6 && b.starts_with(b"lbxe") && b[4].is_ascii_digit() && b[5] == b':' {
-            return Err(Error::UnsupportedVersion {
-                format: "envelope",
-                version: u32::from(b[4] - b'0'),
-            });
-        }
-        return Err(Error::UnknownPrefix { format: "envelope" });
-    };
-    let mut buf = Vec::with_capacity(BINARY_MAGIC.len() + b64.len() * 3 / 4 + 3);
-    buf.extend_from_slice(&BINARY_MAGIC);
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode_vec(b64, &mut buf)
-        .map_err(|_| Error::Encoding("not valid URL-safe base64 (unpadded) after lbxe1:"))?;
-    parse_binary(buf)
+    parse_binary(crate::native::decode_text(
+        text,
+        TEXT_PREFIX,
+        &BINARY_MAGIC,
+        "envelope",
+        "not valid URL-safe base64 (unpadded) after lbxe1:",
+    )?)
 }
 
 /// Whether `value` is an envelope in text form with a well-formed header.

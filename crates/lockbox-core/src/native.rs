@@ -161,23 +161,44 @@ fn parse(buf: &[u8]) -> Result<Layout> {
 
 /// Decode the text form into the binary form (magic included).
 fn text_to_binary(text: &str) -> Result<Vec<u8>> {
-    let Some(b64) = text.strip_prefix(TEXT_PREFIX) else {
-        // "lbxN:" with another N is a future version, not a foreign value.
+    decode_text(
+        text,
+        TEXT_PREFIX,
+        &BINARY_MAGIC,
+        "lockbox",
+        "not valid URL-safe base64 (unpadded) after lbx1:",
+    )
+}
+
+/// Decode a text form `prefix` + base64url into `magic` + the bytes (the
+/// native and envelope formats). A value with the same stem and another
+/// version digit (`lbx2:`, `lbxe2:`) is a future version of `format`, not
+/// a foreign value.
+pub(crate) fn decode_text(
+    text: &str,
+    prefix: &str,
+    magic: &[u8],
+    format: &'static str,
+    bad_base64: &'static str,
+) -> Result<Vec<u8>> {
+    let Some(b64) = text.strip_prefix(prefix) else {
+        let stem = &prefix.as_bytes()[..prefix.len() - 2];
         let b = text.as_bytes();
-        if b.len() >= 5 && b.starts_with(b"lbx") && b[3].is_ascii_digit() && b[4] == b':' {
+        let n = stem.len();
+        if b.len() > n + 1 && b.starts_with(stem) && b[n].is_ascii_digit() && b[n + 1] == b':' {
             return Err(Error::UnsupportedVersion {
-                format: "lockbox",
-                version: u32::from(b[3] - b'0'),
+                format,
+                version: u32::from(b[n] - b'0'),
             });
         }
-        return Err(Error::UnknownPrefix { format: "lockbox" });
+        return Err(Error::UnknownPrefix { format });
     };
-    let mut buf = Vec::with_capacity(4 + b64.len() * 3 / 4 + 3);
-    buf.extend_from_slice(&BINARY_MAGIC);
+    let mut buf = Vec::with_capacity(magic.len() + b64.len() * 3 / 4 + 3);
+    buf.extend_from_slice(magic);
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode_vec(b64, &mut buf)
-        .map_err(|_| Error::Encoding("not valid URL-safe base64 (unpadded) after lbx1:"))?;
+        .map_err(|_| Error::Encoding(bad_base64))?;
     Ok(buf)
 }
 
