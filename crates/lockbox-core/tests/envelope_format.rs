@@ -7,24 +7,11 @@ mod common;
 
 use lockbox_core::encoding::{b64_decode, b64_encode, b64url_decode, b64url_encode};
 use lockbox_core::envelope::{self, Context, WrappedKey};
-use lockbox_core::{Algorithm, Error};
+use lockbox_core::Algorithm;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 const VECTOR_FILE: &str = "lockbox/envelope_v1.json";
-
-fn class(e: &Error) -> &'static str {
-    match e {
-        Error::UnknownPrefix { .. } => "unknown-prefix",
-        Error::UnsupportedVersion { .. } => "unsupported-version",
-        Error::UnknownAlgorithm(_) => "unknown-algorithm",
-        Error::Truncated { .. } => "truncated",
-        Error::Malformed(_) => "malformed",
-        Error::Encoding(_) => "encoding",
-        Error::AuthenticationFailed => "authentication-failed",
-        _ => "other",
-    }
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -288,7 +275,7 @@ fn vector_file_decrypts() {
             .and_then(|p| p.open(&dk, None));
         let e = r.expect_err(case["comment"].as_str().unwrap());
         assert_eq!(
-            class(&e),
+            common::class(&e),
             case["error"].as_str().unwrap(),
             "{}: {e}",
             case["comment"]

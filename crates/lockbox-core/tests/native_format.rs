@@ -12,23 +12,6 @@ use serde_json::{json, Value};
 
 const VECTOR_FILE: &str = "lockbox/native_v1.json";
 
-/// A stable name for an error, as written in the vector file.
-fn class(e: &Error) -> &'static str {
-    match e {
-        Error::UnknownPrefix { .. } => "unknown-prefix",
-        Error::UnsupportedVersion { .. } => "unsupported-version",
-        Error::UnknownAlgorithm(_) => "unknown-algorithm",
-        Error::Truncated { .. } => "truncated",
-        Error::Malformed(_) => "malformed",
-        Error::Encoding(_) => "encoding",
-        Error::WrongKeyId { .. } => "wrong-key-id",
-        Error::UnknownKeyVersion(_) => "unknown-key-version",
-        Error::KeyVersionUnusable { .. } => "key-version-unusable",
-        Error::AuthenticationFailed => "authentication-failed",
-        _ => "other",
-    }
-}
-
 /// Keyset from fixed material: key id, then (algorithm, key) per version.
 fn fixed_keyset(key_id: u32, versions: &[(Algorithm, Vec<u8>)]) -> Keyset {
     let mut ks = Keyset::empty("vectors", key_id).unwrap();
@@ -337,7 +320,7 @@ fn vector_file_decrypts() {
             Ok(_) => "ok",
             Err(e) => {
                 failures += 1;
-                class(e)
+                common::class(e)
             }
         };
         assert_eq!(got, case["expect"].as_str().unwrap(), "{}", case["comment"]);

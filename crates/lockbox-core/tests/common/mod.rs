@@ -56,3 +56,22 @@ pub fn run_python(script: &str, input: &serde_json::Value) -> serde_json::Value 
     );
     serde_json::from_slice(&out.stdout).expect("python printed JSON")
 }
+
+/// A stable name for an error, as written in the vector files (native and
+/// envelope formats).
+pub fn class(e: &lockbox_core::Error) -> &'static str {
+    use lockbox_core::Error;
+    match e {
+        Error::UnknownPrefix { .. } => "unknown-prefix",
+        Error::UnsupportedVersion { .. } => "unsupported-version",
+        Error::UnknownAlgorithm(_) => "unknown-algorithm",
+        Error::Truncated { .. } => "truncated",
+        Error::Malformed(_) => "malformed",
+        Error::Encoding(_) => "encoding",
+        Error::WrongKeyId { .. } => "wrong-key-id",
+        Error::UnknownKeyVersion(_) => "unknown-key-version",
+        Error::KeyVersionUnusable { .. } => "key-version-unusable",
+        Error::AuthenticationFailed => "authentication-failed",
+        _ => "other",
+    }
+}
