@@ -122,10 +122,15 @@ pub(crate) struct RowMeta {
 }
 
 /// What is sealed: a request entry serialized on the request's thread
-/// (with the placeholder `"seg":"","seq":0`, filled in when sealed), or
-/// any other entry (events, segments).
+/// (with the placeholder `"seg":"","seq":0`, filled in when sealed, found
+/// at `at` before the chain is locked), or any other entry (events,
+/// segments).
 pub(crate) enum Entry {
-    Request { body: Vec<u8>, row: Option<RowMeta> },
+    Request {
+        body: Vec<u8>,
+        at: usize,
+        row: Option<RowMeta>,
+    },
     Other(Map<String, Value>),
 }
 
@@ -149,6 +154,13 @@ impl From<RequestEntry> for Pending {
 
 /// Where sealing puts `seg` and `seq` in a serialized request entry.
 const PLACEHOLDER: &[u8] = br#","seg":"","seq":0,"status":"#;
+
+/// Where [`PLACEHOLDER`] is in a serialized [`RequestEntry`]. JSON escapes
+/// every `"` inside a string, so no field's text can hold it: the first
+/// match is the one the serializer wrote.
+fn placeholder_at(body: &[u8]) -> Option<usize> {
+    memchr::memmem::find(body, PLACEHOLDER)
+}
 
 /// The request side of the audit log.
 pub(crate) struct Auditor {
@@ -363,7 +375,10 @@ impl Auditor {
         let entry = match entry.into() {
             Pending::Other(m) => Entry::Other(m),
             Pending::Request(r) => {
-                let Ok(body) = serde_json::to_vec(&*r) else {
+                let Some((body, at)) = serde_json::to_vec(&*r)
+                    .ok()
+                    .and_then(|b| placeholder_at(&b).map(|at| (b, at)))
+                else {
                     core.failures.fetch_add(1, Ordering::Relaxed);
                     return fail_open;
                 };
@@ -374,7 +389,7 @@ impl Auditor {
                     key: r.key,
                     outcome: r.outcome,
                 });
-                Entry::Request { body, row }
+                Entry::Request { body, at, row }
             }
         };
         let sealed = match core.key().await {
@@ -702,11 +717,11 @@ impl SealState {
         let seq = chain.next_seq();
         let start = self.lines.len();
         let row = match e {
-            Entry::Request { body: b, row } => {
-                let pos = b
-                    .windows(PLACEHOLDER.len())
-                    .position(|w| w == PLACEHOLDER)
-                    .ok_or(())?;
+            Entry::Request {
+                body: b,
+                at: pos,
+                row,
+            } => {
                 let seq_text = seq.to_string();
                 let parts: [&[u8]; 7] = [
                     &b[..pos],
@@ -989,5 +1004,35 @@ pub(crate) async fn endpoint(
             StatusCode::NOT_FOUND,
             "unsupported path",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_placeholder_is_found_where_the_serializer_put_it() {
+        // Field text that spells the placeholder cannot be mistaken for it.
+        let fake = r#"x","seg":"","seq":0,"status":1"#;
+        let e = RequestEntry {
+            path: Some(fake.into()),
+            key: Some(fake.into()),
+            method: "POST".into(),
+            status: 200,
+            ..RequestEntry::default()
+        };
+        let b = serde_json::to_vec(&e).unwrap();
+        let at = placeholder_at(&b).unwrap();
+        let mut spliced = b[..at].to_vec();
+        spliced.extend_from_slice(br#","seg":"s1","seq":7,"status":"#);
+        spliced.extend_from_slice(&b[at + PLACEHOLDER.len()..]);
+        let v: Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["seg"], "s1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["path"], fake);
+        assert_eq!(v["key"], fake);
+        assert_eq!(placeholder_at(b"no placeholder here"), None);
     }
 }
