@@ -9,9 +9,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::cli;
 use serde_json::{json, Value};
 
 fn bin() -> &'static str {
@@ -24,33 +25,6 @@ fn tmpdir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("lockbox-audit-test-{}", hex::encode(b)));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cli(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Out {
-    let mut c = Command::new(bin());
-    common::clean_env(&mut c).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let o = child.wait_with_output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
 }
 
 /// A server on a SQLite store with a master key; its output is captured.

@@ -2,9 +2,9 @@
 //! decrypt, one line for encrypt), errors on stderr with exit code 1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 struct Out {
     code: i32,
@@ -13,19 +13,7 @@ struct Out {
 }
 
 fn lockbox(args: &[&str], stdin: &[u8]) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lockbox"))
-        .args(args)
-        .env_remove("LOCKBOX_FERNET_KEY")
-        .env_remove("LOCKBOX_FERNET_KEYS")
-        .env_remove("LOCKBOX_KEYSET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The command may exit before reading stdin (e.g. a missing keyset).
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let o = child.wait_with_output().unwrap();
+    let o = common::run(args, &[], stdin);
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: o.stdout,

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use lockbox::kms::{
@@ -206,19 +205,7 @@ async fn server_envelope_endpoints() {
 }
 
 fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> (bool, Vec<u8>, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
-    common::clean_env(&mut c).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = common::run(args, env, stdin);
     (
         o.status.success(),
         o.stdout,

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::Write;
-
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
@@ -27,34 +25,7 @@ fn tmpdir() -> PathBuf {
     d
 }
 
-use common::{clean_env, start};
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cli(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Out {
-    let mut c = Command::new(bin());
-    clean_env(&mut c).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let o = child.wait_with_output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
+use common::{clean_env, cli, start};
 
 fn ok(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> String {
     let o = cli(env, args, stdin);

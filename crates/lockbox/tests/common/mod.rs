@@ -1,8 +1,9 @@
 //! Shared by the CLI's integration tests: `lockbox serve` as a real process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `lockbox serve`, killed on drop.
@@ -41,6 +42,43 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         cmd.env_remove(v);
     }
     cmd
+}
+
+/// `lockbox ARGS` in a clean environment plus `env`, with `stdin` written
+/// to it. A command may exit before it reads its input (a missing key, a
+/// bad flag); the failed write is then ignored, since the exit code and
+/// the output are what the test checks.
+pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
+    clean_env(&mut c).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// What a CLI run gave, as text.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// [`run`] with `env` and `args`, its output as text.
+pub fn cli(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Out {
+    let o = run(args, env, stdin);
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
 }
 
 /// Start `lockbox serve ARGS` on a free loopback port with `env`, and wait
