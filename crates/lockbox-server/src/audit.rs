@@ -165,6 +165,20 @@ fn placeholder_at(body: &[u8]) -> Option<usize> {
     FINDER.find(body)
 }
 
+/// A serialized [`RequestEntry`] as parts, with `seg` and `seq` in place of
+/// the [`PLACEHOLDER`] found at `at` (no copy of the entry).
+fn spliced<'a>(body: &'a [u8], at: usize, seg: &'a str, seq: &'a str) -> [&'a [u8]; 7] {
+    [
+        &body[..at],
+        br#","seg":""#,
+        seg.as_bytes(),
+        br#"","seq":"#,
+        seq.as_bytes(),
+        br#","status":"#,
+        &body[at + PLACEHOLDER.len()..],
+    ]
+}
+
 /// The request side of the audit log.
 pub(crate) struct Auditor {
     pub(crate) core: Arc<SinkCore>,
@@ -720,23 +734,10 @@ impl SealState {
         let seq = chain.next_seq();
         let start = self.lines.len();
         let row = match e {
-            Entry::Request {
-                body: b,
-                at: pos,
-                row,
-            } => {
+            Entry::Request { body, at, row } => {
                 let seq_text = seq.to_string();
-                let parts: [&[u8]; 7] = [
-                    &b[..pos],
-                    br#","seg":""#,
-                    seg.as_bytes(),
-                    br#"","seq":"#,
-                    seq_text.as_bytes(),
-                    br#","status":"#,
-                    &b[pos + PLACEHOLDER.len()..],
-                ];
                 chain
-                    .seal_parts_into(&parts, &mut self.lines)
+                    .seal_parts_into(&spliced(&body, at, seg, &seq_text), &mut self.lines)
                     .map_err(|_| ())?;
                 row.map(|m| (m.time, m.operation, m.key, m.outcome.to_owned()))
             }
@@ -1027,10 +1028,8 @@ mod tests {
         };
         let b = serde_json::to_vec(&e).unwrap();
         let at = placeholder_at(&b).unwrap();
-        let mut spliced = b[..at].to_vec();
-        spliced.extend_from_slice(br#","seg":"s1","seq":7,"status":"#);
-        spliced.extend_from_slice(&b[at + PLACEHOLDER.len()..]);
-        let v: Value = serde_json::from_slice(&spliced).unwrap();
+        let line = spliced(&b, at, "s1", "7").concat();
+        let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["seq"], 7);
         assert_eq!(v["seg"], "s1");
         assert_eq!(v["status"], 200);
