@@ -688,7 +688,7 @@ fn a_store_sink_outage_refuses_requests_and_the_trail_resumes_linked() {
     let (_, q) = srv.api("POST", "sys/audit/query", json!({"key": "after"}));
     assert!(!q["data"]["entries"].as_array().unwrap().is_empty(), "{q}");
     drop(srv);
-    common::pg_exec(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#));
+    common::drop_schema(&schema);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -147,7 +147,7 @@ fn kind(url: &str) -> Kind {
     }
 }
 
-/// A fresh table `name (id BIGINT PRIMARY KEY, tenant INT, secret TEXT, secret_bi TEXT)`.
+/// Drops a test's table (it must exist: the test made it).
 async fn drop_table(db: &AnyPool, name: &str) {
     sqlx::query(&format!("DROP TABLE {name}"))
         .execute(db)
@@ -155,6 +155,7 @@ async fn drop_table(db: &AnyPool, name: &str) {
         .unwrap();
 }
 
+/// A fresh table `name (id BIGINT PRIMARY KEY, tenant INT, secret TEXT, secret_bi TEXT)`.
 async fn table(db: &AnyPool, name: &str) {
     sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
         .execute(db)

@@ -25,7 +25,7 @@ fn tmpdir() -> PathBuf {
     d
 }
 
-use common::{clean_env, cli, start};
+use common::{clean_env, cli, drop_schema, start};
 
 fn ok(env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> String {
     let o = cli(env, args, stdin);
@@ -617,10 +617,6 @@ fn production_mode_refuses_insecure_settings() {
     );
     let (code, v) = http("GET", &format!("{}/v1/sys/health", s.addr), None, "");
     assert_eq!((code, v["sealed"].as_bool()), (200, Some(false)));
-}
-
-fn drop_schema(schema: &str) {
-    common::pg_exec(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
 }
 
 #[test]

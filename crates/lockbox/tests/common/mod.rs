@@ -164,3 +164,8 @@ pub fn pg_exec(sql: &str) {
         sqlx::raw_sql(sql).execute(&pool).await.unwrap();
     });
 }
+
+/// Drops a test's PostgreSQL store schema and everything in it.
+pub fn drop_schema(schema: &str) {
+    pg_exec(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#));
+}
