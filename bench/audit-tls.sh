@@ -93,7 +93,7 @@ duet() { # round feature: plain and the feature under load at the same moment
   load "$2" & pb=$!
   wait "$pa" "$pb"
   a1=$(cpu "${PID[plain]}") b1=$(cpu "${PID[$2]}")
-  python3 - "$1" "$2" "$WORK" "$((a1 - a0))" "$((b1 - b0))" "$(getconf CLK_TCK)" <<'PY' | tee -a "$WORK/results"
+  python3 - "$1" "$2" "$WORK" "$((a1 - a0))" "$((b1 - b0))" "$(getconf CLK_TCK)" <<'PY' >> "$WORK/results"
 import re, sys
 rnd, feat, work, tick = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[6])
 def side(name, ticks):
@@ -115,7 +115,7 @@ FEATURES=(audit audit-open tls)
 for r in $(seq "$ROUNDS"); do
   for i in 0 1 2; do
     f=${FEATURES[$(((i + r) % 3))]}
-    duet "$r" "$f" > /dev/null
+    duet "$r" "$f"
     tail -1 "$WORK/results" | awk '{printf "round %s %-10s plain %6.0f req/s  %-10s %6.0f req/s  overhead %5.1f%%  non-2xx %d/%d\n",
       $1, $2, $3, $2, $8, 100 * (1 - $8 / $3), $5, $10}'
   done
