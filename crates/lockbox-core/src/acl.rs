@@ -488,8 +488,84 @@ impl Acl {
     }
 }
 
+/// Why a request path cannot be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding in the path")]
+    Percent,
+    /// The decoded path is not UTF-8.
+    #[error("the path is not UTF-8")]
+    Utf8,
+    /// A `.` or `..` segment.
+    #[error("the path has a '.' or '..' segment")]
+    DotSegment,
+}
+
+/// The segments of a request path (the part after the API prefix, without
+/// the query): percent-decoded as a whole, once, then split on `/` with
+/// empty segments dropped. So `%2F` separates segments exactly as `/`
+/// does, and a double-encoded `%252F` is a literal `%2F` inside one
+/// segment. The ACL path of a request is these segments joined with `/`:
+/// whoever routes a request and whoever checks it see the same path.
+///
+/// # Errors
+/// [`PathError`]: a bad `%` escape, non-UTF-8 bytes, a `.` or `..` segment.
+pub fn request_segments(path: &str) -> std::result::Result<Vec<String>, PathError> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+            let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                return Err(PathError::Percent);
+            };
+            // Two hex digits: at most 0xff.
+            out.push(u8::try_from(hi * 16 + lo).map_err(|_| PathError::Percent)?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).map_err(|_| PathError::Utf8)?;
+    let segments: Vec<String> = text
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if segments.iter().any(|s| s == "." || s == "..") {
+        return Err(PathError::DotSegment);
+    }
+    Ok(segments)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_segments_decode_once_then_split() {
+        let segs = |p: &str| request_segments(p).unwrap_or_default();
+        assert_eq!(
+            segs("lockbox/keys/m%2Fk/backup"),
+            ["lockbox", "keys", "m", "k", "backup"]
+        );
+        assert_eq!(
+            segs("transit//encrypt/%61pp"),
+            ["transit", "encrypt", "app"]
+        );
+        assert_eq!(segs("transit/keys/a%252Fb"), ["transit", "keys", "a%2Fb"]);
+        assert_eq!(
+            request_segments("transit/keys/%2e%2e"),
+            Err(PathError::DotSegment)
+        );
+        assert_eq!(request_segments("a/./b"), Err(PathError::DotSegment));
+        assert_eq!(request_segments("a/%zz"), Err(PathError::Percent));
+        assert_eq!(request_segments("a/%+1"), Err(PathError::Percent));
+        assert_eq!(request_segments("a/%4"), Err(PathError::Percent));
+        assert_eq!(request_segments("a/%ff"), Err(PathError::Utf8));
+    }
+
     use super::*;
 
     fn acl(text: &str) -> Acl {

@@ -144,6 +144,21 @@ impl KeyVersion {
         })
     }
 
+    /// Key material brought in from outside (an imported version, a keyset
+    /// file) must not be one byte value repeated: such a key protects nothing.
+    fn refuse_repeated_byte(&self) -> Result<()> {
+        if self
+            .material
+            .as_ref()
+            .is_some_and(|m| crate::secret::is_repeated_byte(m.expose_secret()))
+        {
+            return Err(Error::InvalidKey(
+                "the key material is one byte value repeated (e.g. all zeros), not a key".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The version number (1, 2, ...).
     #[must_use]
     pub fn version(&self) -> u32 {
@@ -274,7 +289,8 @@ impl Keyset {
     /// Does not change the primary unless the keyset had none.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] if `material` has the wrong length for `algorithm`.
+    /// [`Error::InvalidKey`] if `material` has the wrong length for
+    /// `algorithm`, or is one byte value repeated (e.g. all zeros).
     pub fn import_version(
         &mut self,
         algorithm: Algorithm,
@@ -297,6 +313,7 @@ impl Keyset {
             created_at,
             material,
         )?;
+        kv.refuse_repeated_byte()?;
         self.versions.insert(next, kv);
         if self.primary == 0 {
             self.primary = next;
@@ -497,8 +514,9 @@ impl Keyset {
     /// Parse the keyset file form.
     ///
     /// # Errors
-    /// [`Error::Keyset`] naming the field that is wrong; [`Error::InvalidKey`]
-    /// for key material of the wrong size.
+    /// [`Error::Keyset`] naming the field that is wrong (also for key
+    /// material that is one byte value repeated); [`Error::InvalidKey`] for
+    /// key material of the wrong size.
     pub fn from_json(json: &str) -> Result<Self> {
         let mut file: KeysetFile = serde_json::from_str(json).map_err(|e| {
             // serde_json's message names the field and position, never values.
@@ -549,8 +567,12 @@ impl Keyset {
                     let bytes = SecretBytes::new(b64_decode(&k).map_err(|_| {
                         Error::Keyset(format!("version {}: key is not base64", v.version))
                     })?);
-                    KeyVersion::new(key_id, v.version, algorithm, state, v.created_at, bytes)
-                        .map_err(|e| Error::Keyset(format!("version {}: {e}", v.version)))?
+                    let kv =
+                        KeyVersion::new(key_id, v.version, algorithm, state, v.created_at, bytes)
+                            .map_err(|e| Error::Keyset(format!("version {}: {e}", v.version)))?;
+                    kv.refuse_repeated_byte()
+                        .map_err(|e| Error::Keyset(format!("version {}: {e}", v.version)))?;
+                    kv
                 }
             };
             ks.versions.insert(v.version, kv);

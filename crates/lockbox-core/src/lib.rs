@@ -37,4 +37,4 @@ pub use aead::{AeadKey, Algorithm};
 pub use error::{Error, Result};
 pub use keyset::{KeyState, KeyVersion, Keyset};
 pub use native::{is_encrypted, EncryptOptions};
-pub use secret::{ct_eq, fill_random, random_u32, SecretBytes};
+pub use secret::{ct_eq, fill_random, is_repeated_byte, random_u32, SecretBytes};

@@ -110,9 +110,31 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Whether key material is one byte value repeated (all zeros, all `0xff`,
+/// ...): a placeholder or a bug, never a generated key (16 random bytes are
+/// one repeated value with probability 2^-120). Refused wherever raw key
+/// material is brought in. Not constant time in the value, which a key that
+/// is refused does not need.
+#[must_use]
+pub fn is_repeated_byte(key: &[u8]) -> bool {
+    key.split_first()
+        .is_some_and(|(first, rest)| !rest.is_empty() && rest.iter().all(|b| b == first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_byte_keys() {
+        assert!(is_repeated_byte(&[0; 32]));
+        assert!(is_repeated_byte(&[0xff; 16]));
+        let mut k = [0u8; 32];
+        k[31] = 1;
+        assert!(!is_repeated_byte(&k));
+        assert!(!is_repeated_byte(&[]));
+        assert!(!is_repeated_byte(&[7]));
+    }
 
     #[test]
     fn debug_is_redacted() {

@@ -459,6 +459,10 @@ fn keyset_file_errors_name_the_problem() {
             }),
         ),
         ("unknown field", Box::new(|v| v["extra"] = json!(1))),
+        (
+            "one byte value repeated",
+            Box::new(|v| v["versions"][0]["key"] = json!(b64_encode(&[0u8; 32]))),
+        ),
     ];
     for (needle, f) in variants {
         let mut v = good.clone();
@@ -473,6 +477,27 @@ fn keyset_file_errors_name_the_problem() {
             assert!(!e.contains(&key), "error leaks key: {e}");
         }
     }
+}
+
+#[test]
+fn imported_key_material_of_one_repeated_byte_is_refused() {
+    let mut ks = Keyset::empty("k", 1).unwrap();
+    for alg in Algorithm::ALL {
+        for byte in [0u8, 0xff] {
+            let e = ks
+                .import_version(alg, SecretBytes::from_slice(&vec![byte; alg.key_len()]), 1)
+                .unwrap_err();
+            assert!(matches!(e, Error::InvalidKey(_)), "{alg}: {e:?}");
+            assert!(e.to_string().contains("one byte value repeated"), "{e}");
+        }
+    }
+    assert_eq!(ks.versions().count(), 0);
+    ks.import_version(
+        Algorithm::Aes256Gcm,
+        SecretBytes::from_slice(&pattern(32, 1)),
+        1,
+    )
+    .unwrap();
 }
 
 fn any_alg() -> impl Strategy<Value = Algorithm> {

@@ -8,6 +8,15 @@
 //! knowing it. Lookups are cached for [`TOKEN_CACHE`]; a revocation is seen
 //! at once on the server that made it and within that time on others.
 //!
+//! Tokens follow Vault's token semantics. A token made by another token is
+//! its child and records its parent's accessor ([`TokenInfo::parent`]); the
+//! root token's children record [`ROOT_ACCESSOR`]; orphans record none. A
+//! child never expires after its parent, and a token is alive only while
+//! every ancestor is: revoking a token revokes its descendants. Every token
+//! but the root token expires: its TTL and renewals are bounded by the
+//! system maximum ([`EngineConfig::max_token_ttl_secs`](crate::EngineConfig))
+//! and its own `explicit_max_ttl`, counted from its creation.
+//!
 //! Policies are stored under `policy/<name>` as the text the user wrote
 //! (HCL or JSON), checked by [`lockbox_core::acl::parse_policy`]. The
 //! built-in policies (`root`, `admin`, `operator`, `auditor`, `app`) come
@@ -28,6 +37,18 @@ use crate::{lock_err, now, Engine, EngineError, Result};
 /// How long a server trusts a cached token or policy.
 pub const TOKEN_CACHE: Duration = Duration::from_secs(10);
 
+/// The parent recorded for tokens made by the root token (the root token's
+/// accessor); the root token never expires and is never revoked this way.
+pub const ROOT_ACCESSOR: &str = "root";
+
+/// The default system maximum TTL of tokens: 32 days (Vault's default
+/// `max_lease_ttl`, 768h).
+pub const DEFAULT_MAX_TOKEN_TTL: i64 = 32 * 86_400;
+
+/// The longest chain of parents a token may have (a guard: every lookup
+/// walks the chain).
+pub const MAX_TOKEN_DEPTH: usize = 64;
+
 /// The built-in roles, least privilege first.
 pub const ROLES: [&str; 4] = ["app", "operator", "auditor", "admin"];
 
@@ -42,7 +63,9 @@ pub struct TokenInfo {
     pub display_name: String,
     /// Unix seconds.
     pub created_at: i64,
-    /// Unix seconds; `None` never expires.
+    /// Unix seconds. Every token made now has one; a token stored without
+    /// one (by an older version) expires at `created_at` plus the system
+    /// maximum TTL.
     pub expire_at: Option<i64>,
     /// The TTL it was created (or last renewed) with, seconds (0 = none).
     pub ttl: i64,
@@ -55,6 +78,11 @@ pub struct TokenInfo {
     /// Requests per second this token may make (0 = the server's default).
     #[serde(default)]
     pub rate_limit: u32,
+    /// The accessor of the token that made it ([`ROOT_ACCESSOR`] for the
+    /// root token's children); `None` for an orphan, and for tokens stored
+    /// before parents were recorded. Never shown to callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl TokenInfo {
@@ -67,7 +95,14 @@ impl TokenInfo {
     /// Seconds left (0 if it never expires or has expired).
     #[must_use]
     pub fn ttl_left(&self, at: i64) -> i64 {
-        self.expire_at.map_or(0, |e| (e - at).max(0))
+        self.expire_at.map_or(0, |e| e.saturating_sub(at).max(0))
+    }
+
+    /// Whether it has no parent (Vault's `orphan`): made by
+    /// `create-orphan` or with `no_parent`, or the root token itself.
+    #[must_use]
+    pub fn is_orphan(&self) -> bool {
+        self.parent.is_none()
     }
 
     /// The role shown in audit entries: the most privileged built-in role
@@ -91,7 +126,8 @@ impl TokenInfo {
 pub struct TokenRequest {
     /// Policy names (must exist).
     pub policies: Vec<String>,
-    /// Seconds (0 = no expiry; only allowed to root and sudo callers).
+    /// Seconds (0 = the default: the maximum allowed). Capped by the
+    /// system maximum, `explicit_max_ttl` and the parent's expiry.
     pub ttl: i64,
     /// Whether it may be renewed.
     pub renewable: bool,
@@ -105,10 +141,44 @@ pub struct TokenRequest {
     pub rate_limit: u32,
 }
 
+/// The token a new token is made by (see [`Engine::create_token_under`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Parent<'a> {
+    /// The parent (the caller), as looked up for this request.
+    pub token: &'a TokenInfo,
+    /// The parent's request rate as the server enforces it: its own
+    /// `rate_limit`, else the server's default; 0 = unlimited.
+    pub rate_limit: u32,
+}
+
+/// A new token: shown once.
+#[derive(Debug)]
+pub struct CreatedToken {
+    /// The token itself.
+    pub token: String,
+    /// What was stored.
+    pub info: TokenInfo,
+    /// What was changed from the request (a TTL capped), for the answer's
+    /// `warnings`.
+    pub warnings: Vec<String>,
+}
+
+/// What a token's ancestors allow: how deep it is and the earliest expiry
+/// among them (`None`: no bound, the root token's children and orphans).
+struct Lineage {
+    depth: usize,
+    expire_at: Option<i64>,
+}
+
 /// Caches of tokens and parsed policies (cleared when sealed).
 #[derive(Default)]
 pub(crate) struct AuthCache {
     tokens: RwLock<HashMap<Vec<u8>, Cached<MaybeToken>>>,
+    /// Accessor → token hash, for walking parent chains. A mapping never
+    /// changes while it exists (accessors are random and never reused), so
+    /// it is kept without expiry; a revoked parent is seen through its
+    /// token entry, which expires.
+    accessors: RwLock<HashMap<String, Vec<u8>>>,
     policies: RwLock<HashMap<String, Cached<Arc<Vec<PathRule>>>>>,
     /// What the root token is (the same for every lookup).
     root: std::sync::OnceLock<Arc<TokenInfo>>,
@@ -123,6 +193,7 @@ type Cached<T> = (T, Instant);
 impl AuthCache {
     pub(crate) fn clear(&self) -> Result<()> {
         self.tokens.write().map_err(lock_err)?.clear();
+        self.accessors.write().map_err(lock_err)?.clear();
         self.policies.write().map_err(lock_err)?.clear();
         Ok(())
     }
@@ -251,12 +322,51 @@ impl Engine {
             .map_err(|_| EngineError::Integrity("the audit key does not unseal".into()))
     }
 
-    /// Creates a token. The caller checks that it may grant the policies.
+    /// The system maximum TTL of tokens, seconds (never 0).
+    fn max_token_ttl(&self) -> i64 {
+        match self.inner.cfg.max_token_ttl_secs {
+            m if m > 0 => m,
+            _ => DEFAULT_MAX_TOKEN_TTL,
+        }
+    }
+
+    /// When a stored token expires: its `expire_at`, or for a token stored
+    /// without one (older versions made tokens that never expired) its
+    /// creation plus the system maximum TTL.
+    fn expiry_of(&self, i: &TokenInfo) -> i64 {
+        i.expire_at
+            .unwrap_or_else(|| i.created_at.saturating_add(self.max_token_ttl()))
+    }
+
+    /// Creates an orphan token (no parent: the local CLI's tokens, made with
+    /// the master key). The caller checks that it may grant the policies.
     ///
     /// # Errors
-    /// [`EngineError::BadRequest`] for an unknown policy, a negative TTL or
-    /// `root` in the list; [`EngineError::Sealed`]; [`EngineError::Store`].
+    /// As [`Engine::create_token_under`].
     pub async fn create_token(&self, req: &TokenRequest) -> Result<(String, TokenInfo)> {
+        let c = self.create_token_under(req, None).await?;
+        Ok((c.token, c.info))
+    }
+
+    /// Creates a token: a child of `parent`, or an orphan with `None` (the
+    /// caller checks that it may make orphans, and may grant the policies).
+    ///
+    /// The TTL (0 = the default, the most allowed) is capped by the system
+    /// maximum and `explicit_max_ttl`, and for a child by its parent's
+    /// expiry (unless the parent is the root token); each cap adds a
+    /// warning. A child of a rate-limited parent gets the parent's limit
+    /// unless it asks for a lower one; a higher one is refused.
+    ///
+    /// # Errors
+    /// [`EngineError::BadRequest`] for an unknown policy, a negative TTL,
+    /// `root` in the list, a rate limit above the parent's or a chain of
+    /// parents deeper than [`MAX_TOKEN_DEPTH`]; [`EngineError::PermissionDenied`]
+    /// if the parent is no longer valid; [`EngineError::Sealed`]; [`EngineError::Store`].
+    pub async fn create_token_under(
+        &self,
+        req: &TokenRequest,
+        parent: Option<Parent<'_>>,
+    ) -> Result<CreatedToken> {
         if req.ttl < 0 || req.explicit_max_ttl < 0 {
             return Err(EngineError::BadRequest("ttl must not be negative".into()));
         }
@@ -275,15 +385,82 @@ impl Engine {
                 return Err(EngineError::BadRequest(format!("unknown policy {p:?}")));
             }
         }
+        let at = now();
+        let mut warnings = Vec::new();
+        // Vault's CalculateTTL: the default TTL is the most allowed, and a
+        // longer request is capped to it.
+        let sys_max = self.max_token_ttl();
+        let max_ttl = match req.explicit_max_ttl {
+            e if e > 0 && e < sys_max => e,
+            _ => sys_max,
+        };
+        let mut ttl = if req.ttl > 0 { req.ttl } else { max_ttl };
+        if ttl > max_ttl {
+            warnings.push(format!(
+                "ttl of {ttl}s exceeded the effective max_ttl of {max_ttl}s; ttl value is capped accordingly"
+            ));
+            ttl = max_ttl;
+        }
+        let mut expire = at.saturating_add(ttl);
+        // Stored as it applies: never above the system maximum, nor (below)
+        // past the parent's expiry.
+        let mut explicit_max_ttl = req.explicit_max_ttl.min(sys_max);
+        let mut rate_limit = req.rate_limit;
+        let parent_accessor = match parent {
+            None => None,
+            Some(p) => {
+                if !p.token.is_root() {
+                    // The parent as stored now (the caller's copy may be a
+                    // revocation or a renewal old), and its chain.
+                    let (cur, lineage) = self
+                        .live_parent(&p.token.accessor, at)
+                        .await?
+                        .ok_or_else(|| {
+                            EngineError::PermissionDenied(
+                                "the parent token is no longer valid".into(),
+                            )
+                        })?;
+                    if lineage.depth >= MAX_TOKEN_DEPTH {
+                        return Err(EngineError::BadRequest(format!(
+                            "a token may have at most {MAX_TOKEN_DEPTH} ancestors; make an orphan instead"
+                        )));
+                    }
+                    let own = self.expiry_of(&cur);
+                    let bound = lineage.expire_at.map_or(own, |e| e.min(own));
+                    if explicit_max_ttl > 0 {
+                        explicit_max_ttl = explicit_max_ttl.min(bound.saturating_sub(at));
+                    }
+                    if expire > bound {
+                        warnings.push(format!(
+                            "ttl of {ttl}s exceeded the parent token's remaining {}s; ttl value is capped accordingly",
+                            bound.saturating_sub(at)
+                        ));
+                        expire = bound;
+                    }
+                }
+                if p.rate_limit > 0 {
+                    if rate_limit == 0 {
+                        // The parent's own limit, or (0) the server's default,
+                        // which is the parent's limit.
+                        rate_limit = p.token.rate_limit;
+                    } else if rate_limit > p.rate_limit {
+                        return Err(EngineError::BadRequest(format!(
+                            "rate_limit {rate_limit} is above the parent token's {} requests per second; a child token's rate_limit must be at most its parent's",
+                            p.rate_limit
+                        )));
+                    }
+                }
+                Some(if p.token.is_root() {
+                    ROOT_ACCESSOR.to_owned()
+                } else {
+                    p.token.accessor.clone()
+                })
+            }
+        };
         let raw = SecretBytes::random(32)?;
         let token = format!("lbs.{}", b64url_encode(raw.expose_secret()));
         let mut acc = [0u8; 18];
         fill_random(&mut acc)?;
-        let at = now();
-        let mut ttl = req.ttl;
-        if req.explicit_max_ttl > 0 && (ttl == 0 || ttl > req.explicit_max_ttl) {
-            ttl = req.explicit_max_ttl;
-        }
         let mut policies = req.policies.clone();
         policies.sort();
         policies.dedup();
@@ -296,12 +473,13 @@ impl Engine {
                 req.display_name.chars().take(128).collect()
             },
             created_at: at,
-            expire_at: (ttl > 0).then_some(at + ttl),
-            ttl,
+            expire_at: Some(expire),
+            ttl: expire.saturating_sub(at),
             renewable: req.renewable,
-            explicit_max_ttl: req.explicit_max_ttl,
+            explicit_max_ttl,
             meta: req.meta.clone(),
-            rate_limit: req.rate_limit,
+            rate_limit,
+            parent: parent_accessor,
         };
         let h = hex_encode(&self.token_hash(&token)?);
         let body = serde_json::to_vec(&info).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -310,7 +488,11 @@ impl Engine {
             .meta_put(&format!("accessor/{}", info.accessor), h.as_bytes())
             .await?;
         store.meta_put(&format!("token/{h}"), &body).await?;
-        Ok((token, info))
+        Ok(CreatedToken {
+            token,
+            info,
+            warnings,
+        })
     }
 
     async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<Arc<TokenInfo>>> {
@@ -319,6 +501,11 @@ impl Engine {
                 return Ok(info.clone());
             }
         }
+        self.token_from_store(hash).await
+    }
+
+    /// Reads a token's row (skipping the cache) and caches it.
+    async fn token_from_store(&self, hash: &[u8]) -> Result<Option<Arc<TokenInfo>>> {
         let info = match self
             .store()
             .meta_get(&format!("token/{}", hex_encode(hash)))
@@ -329,16 +516,137 @@ impl Engine {
             )),
             None => None,
         };
+        self.cache_token(hash, info.clone())?;
+        Ok(info)
+    }
+
+    fn cache_token(&self, hash: &[u8], info: MaybeToken) -> Result<()> {
         let mut cache = self.inner.auth.tokens.write().map_err(lock_err)?;
         if cache.len() > 100_000 {
             cache.clear();
         }
-        cache.insert(hash.to_vec(), (info.clone(), Instant::now()));
-        Ok(info)
+        cache.insert(hash.to_vec(), (info, Instant::now()));
+        Ok(())
     }
 
-    /// The token's information, or `None` if it is unknown, revoked or
-    /// expired. The root token is reported with the `root` policy.
+    /// The token hash of an accessor (cached), or `None` if there is none.
+    async fn accessor_hash(&self, accessor: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(h) = self
+            .inner
+            .auth
+            .accessors
+            .read()
+            .map_err(lock_err)?
+            .get(accessor)
+        {
+            return Ok(Some(h.clone()));
+        }
+        let h = match self.hash_of_accessor(accessor).await {
+            Ok(h) => h,
+            Err(EngineError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut m = self.inner.auth.accessors.write().map_err(lock_err)?;
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        m.insert(accessor.to_owned(), h.clone());
+        Ok(Some(h))
+    }
+
+    /// Walks a token's parents: `None` if one of them is gone (revoked,
+    /// expired, or the chain is too deep), else the depth and the earliest
+    /// expiry among them.
+    ///
+    /// Why parents are checked at lookup rather than children deleted at
+    /// revocation: a revocation stays one delete of one row, so it is
+    /// complete the moment it commits — no crash half-way through a tree, no
+    /// child created during the sweep left behind — and it holds for every
+    /// server of a shared store: each ancestor's entry is cached for at most
+    /// [`TOKEN_CACHE`] (and dropped at once on the revoking server), so a
+    /// revoked parent kills its descendants within the same window as its
+    /// own revocation. The walk costs cache reads only (accessor → hash is
+    /// cached for good). Rows of descendants stay, inert like expired ones.
+    async fn lineage(&self, info: &TokenInfo, at: i64) -> Result<Option<Lineage>> {
+        let mut lineage = Lineage {
+            depth: 0,
+            expire_at: None,
+        };
+        let mut next = info.parent.clone();
+        while let Some(acc) = next {
+            if acc == ROOT_ACCESSOR {
+                break;
+            }
+            lineage.depth += 1;
+            if lineage.depth > MAX_TOKEN_DEPTH {
+                return Ok(None);
+            }
+            let Some(h) = self.accessor_hash(&acc).await? else {
+                return Ok(None);
+            };
+            let Some(p) = self.token_by_hash(&h).await? else {
+                return Ok(None);
+            };
+            let e = self.expiry_of(&p);
+            if e <= at {
+                return Ok(None);
+            }
+            lineage.expire_at = Some(lineage.expire_at.map_or(e, |b| b.min(e)));
+            next = p.parent.clone();
+        }
+        Ok(Some(lineage))
+    }
+
+    /// The token with this accessor, if it and its ancestors are alive.
+    async fn live_parent(
+        &self,
+        accessor: &str,
+        at: i64,
+    ) -> Result<Option<(Arc<TokenInfo>, Lineage)>> {
+        let Some(h) = self.accessor_hash(accessor).await? else {
+            return Ok(None);
+        };
+        let Some(cur) = self.token_by_hash(&h).await? else {
+            return Ok(None);
+        };
+        if self.expiry_of(&cur) <= at {
+            return Ok(None);
+        }
+        Ok(self.lineage(&cur, at).await?.map(|l| (cur, l)))
+    }
+
+    /// The token stored under `hash` if it is alive: not expired, and every
+    /// ancestor alive. Returns it with its lineage.
+    async fn live_token(&self, hash: &[u8]) -> Result<Option<(Arc<TokenInfo>, Lineage)>> {
+        let at = now();
+        let Some(info) = self.token_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        if self.expiry_of(&info) <= at {
+            return Ok(None);
+        }
+        if let Some(l) = self.lineage(&info, at).await? {
+            return Ok(Some((info, l)));
+        }
+        // An ancestor is gone. The cached row may predate a `revoke-orphan`
+        // (on another server) that made this token an orphan: read it again
+        // once; if it is still a descendant of a revoked token, remember the
+        // miss.
+        let Some(fresh) = self.token_from_store(hash).await? else {
+            return Ok(None);
+        };
+        if fresh.parent != info.parent && self.expiry_of(&fresh) > at {
+            if let Some(l) = self.lineage(&fresh, at).await? {
+                return Ok(Some((fresh, l)));
+            }
+        }
+        self.cache_token(hash, None)?;
+        Ok(None)
+    }
+
+    /// The token's information, or `None` if it is unknown, revoked,
+    /// expired, or a descendant of a revoked or expired token. The root
+    /// token is reported with the `root` policy.
     ///
     /// # Errors
     /// [`EngineError::Sealed`], [`EngineError::Store`].
@@ -351,7 +659,7 @@ impl Engine {
         if self.is_root_hash(&h).await? {
             let root = self.inner.auth.root.get_or_init(|| {
                 Arc::new(TokenInfo {
-                    accessor: "root".into(),
+                    accessor: ROOT_ACCESSOR.into(),
                     policies: vec!["root".into()],
                     display_name: "root".into(),
                     created_at: 0,
@@ -361,12 +669,12 @@ impl Engine {
                     explicit_max_ttl: 0,
                     meta: BTreeMap::new(),
                     rate_limit: 0,
+                    parent: None,
                 })
             });
             return Ok(Some(root.clone()));
         }
-        let info = self.token_by_hash(&h).await?;
-        Ok(info.filter(|i| i.expire_at.map_or(true, |e| e > now())))
+        Ok(self.live_token(&h).await?.map(|(i, _)| i))
     }
 
     async fn hash_of_accessor(&self, accessor: &str) -> Result<Vec<u8>> {
@@ -388,48 +696,82 @@ impl Engine {
     /// The token with this accessor.
     ///
     /// # Errors
-    /// [`EngineError::NotFound`] if none (or expired).
+    /// [`EngineError::NotFound`] if none (or expired, or a descendant of a
+    /// revoked token).
     pub async fn lookup_accessor(&self, accessor: &str) -> Result<Arc<TokenInfo>> {
         let h = self.hash_of_accessor(accessor).await?;
-        self.token_by_hash(&h)
+        self.live_token(&h)
             .await?
-            .filter(|i| i.expire_at.map_or(true, |e| e > now()))
+            .map(|(i, _)| i)
             .ok_or_else(|| EngineError::NotFound("no token with that accessor".into()))
     }
 
-    /// Revokes the token with this accessor (idempotent on this server).
+    /// Revokes the token with this accessor, and with it every token it
+    /// made, recursively (they are alive only while their parents are; see
+    /// [`Engine::lookup_token`]). Idempotent on this server.
     ///
     /// # Errors
     /// [`EngineError::NotFound`] for an unknown accessor.
     pub async fn revoke_accessor(&self, accessor: &str) -> Result<()> {
         let h = self.hash_of_accessor(accessor).await?;
+        let key = format!("token/{}", hex_encode(&h));
         let store = self.store();
-        store
-            .meta_delete(&format!("token/{}", hex_encode(&h)))
-            .await?;
+        store.meta_delete(&key).await?;
         store.meta_delete(&format!("accessor/{accessor}")).await?;
+        // Again, after the accessor is gone: a renewal that read the token
+        // before the first delete may have written it back (renewals check
+        // the accessor after writing; see `renew_accessor`).
+        store.meta_delete(&key).await?;
         self.inner
             .auth
-            .tokens
+            .accessors
             .write()
             .map_err(lock_err)?
-            .insert(h, (None, Instant::now()));
+            .remove(accessor);
+        self.cache_token(&h, None)?;
         Ok(())
     }
 
-    /// Extends a renewable token by `increment` seconds (or its TTL), never
-    /// past its explicit maximum.
+    /// Revokes the token with this accessor but not the tokens it made:
+    /// its children become orphans (Vault's `revoke-orphan`). A child made
+    /// while this runs may be revoked with it (never left with a dead
+    /// parent and alive).
     ///
     /// # Errors
-    /// [`EngineError::NotFound`]; [`EngineError::BadRequest`] if it is not renewable.
+    /// [`EngineError::NotFound`] for an unknown accessor; [`EngineError::Store`].
+    pub async fn revoke_orphan_accessor(&self, accessor: &str) -> Result<()> {
+        // Known first, so an unknown accessor is refused before any write.
+        self.hash_of_accessor(accessor).await?;
+        let store = self.store();
+        for (key, body) in store.meta_list("token/").await? {
+            let Ok(mut child) = serde_json::from_slice::<TokenInfo>(&body) else {
+                continue;
+            };
+            if child.parent.as_deref() != Some(accessor) {
+                continue;
+            }
+            child.parent = None;
+            let b = serde_json::to_vec(&child).map_err(|e| EngineError::Internal(e.to_string()))?;
+            store.meta_put(&key, &b).await?;
+            if let Some(h) = key.strip_prefix("token/").and_then(|x| hex_decode(x).ok()) {
+                self.cache_token(&h, Some(Arc::new(child)))?;
+            }
+        }
+        self.revoke_accessor(accessor).await
+    }
+
+    /// Extends a renewable token by `increment` seconds (or its TTL), never
+    /// past `created_at` plus the smaller of its explicit maximum and the
+    /// system maximum, nor past its parent's expiry.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`]; [`EngineError::BadRequest`] if it is not
+    /// renewable or is already at its maximum.
     pub async fn renew_accessor(&self, accessor: &str, increment: i64) -> Result<TokenInfo> {
+        let nf = || EngineError::NotFound("no token with that accessor".into());
         let h = self.hash_of_accessor(accessor).await?;
-        let mut info = (*self
-            .token_by_hash(&h)
-            .await?
-            .filter(|i| i.expire_at.map_or(true, |e| e > now()))
-            .ok_or_else(|| EngineError::NotFound("no token with that accessor".into()))?)
-        .clone();
+        let (info, lineage) = self.live_token(&h).await?.ok_or_else(nf)?;
+        let mut info = (*info).clone();
         if !info.renewable {
             return Err(EngineError::BadRequest("token is not renewable".into()));
         }
@@ -439,25 +781,45 @@ impl Engine {
             ));
         }
         let at = now();
-        let inc = if increment > 0 { increment } else { info.ttl };
-        let mut expire = at + inc;
-        if info.explicit_max_ttl > 0 {
-            expire = expire.min(info.created_at + info.explicit_max_ttl);
+        let sys_max = self.max_token_ttl();
+        let max_ttl = match info.explicit_max_ttl {
+            e if e > 0 && e < sys_max => e,
+            _ => sys_max,
+        };
+        let inc = match (increment, info.ttl) {
+            (i, _) if i > 0 => i,
+            (_, t) if t > 0 => t,
+            _ => max_ttl,
+        };
+        let mut expire = at
+            .saturating_add(inc)
+            .min(info.created_at.saturating_add(max_ttl));
+        if let Some(p) = lineage.expire_at {
+            expire = expire.min(p);
         }
-        if inc > 0 {
-            info.expire_at = Some(expire);
-            info.ttl = expire - at;
+        if expire <= at {
+            return Err(EngineError::BadRequest(
+                "the token is past its maximum TTL and cannot be renewed".into(),
+            ));
         }
+        info.expire_at = Some(expire);
+        info.ttl = expire.saturating_sub(at);
         let body = serde_json::to_vec(&info).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.store()
-            .meta_put(&format!("token/{}", hex_encode(&h)), &body)
-            .await?;
-        self.inner
-            .auth
-            .tokens
-            .write()
-            .map_err(lock_err)?
-            .insert(h, (Some(Arc::new(info.clone())), Instant::now()));
+        let key = format!("token/{}", hex_encode(&h));
+        let store = self.store();
+        store.meta_put(&key, &body).await?;
+        // A revocation between the read and the write must not be undone:
+        // if the accessor is gone now, the token was revoked; delete it again.
+        if store
+            .meta_get(&format!("accessor/{accessor}"))
+            .await?
+            .is_none()
+        {
+            store.meta_delete(&key).await?;
+            self.cache_token(&h, None)?;
+            return Err(nf());
+        }
+        self.cache_token(&h, Some(Arc::new(info.clone())))?;
         Ok(info)
     }
 

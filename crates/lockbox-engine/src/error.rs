@@ -21,13 +21,15 @@ pub enum EngineError {
     KeyNotFound(String),
     /// The key is soft-deleted; restore it first.
     KeyDeleted(String),
-    /// The key was destroyed (crypto-shredded): who and when.
+    /// The key was destroyed (crypto-shredded): who and when. The message
+    /// says when but not who: callers must not learn other principals (the
+    /// key's metadata and the `KEY_DESTROYED` event keep who).
     KeyDestroyed {
         /// Key name.
         name: String,
         /// When (Unix seconds).
         at: i64,
-        /// Who.
+        /// Who (not part of the message).
         by: String,
     },
     /// A request that cannot be honoured as asked; the message says why.
@@ -65,10 +67,10 @@ impl fmt::Display for EngineError {
                     "key {n} is deleted; restore it with `lockbox keys restore {n}`"
                 )
             }
-            EngineError::KeyDestroyed { name, at, by } => {
+            EngineError::KeyDestroyed { name, at, .. } => {
                 write!(
                     f,
-                    "key {name} was destroyed at {at} by {by}; its data is unrecoverable"
+                    "key {name} was destroyed at {at}; its data is unrecoverable"
                 )
             }
             EngineError::BadRequest(m) => f.write_str(m),

@@ -190,8 +190,11 @@ impl KeyType {
         Ok(SecretBytes::new(der))
     }
 
-    /// Check imported material: exact length for symmetric types, a
-    /// parseable PKCS#8 private key of the right kind for signing types.
+    /// Check imported material: exact length for symmetric types, and not
+    /// one byte value repeated (all zeros...); a parseable PKCS#8 private key
+    /// of the right kind for signing types. Every way key material enters
+    /// the engine (import of raw, Fernet or Vault-exported keys, backup
+    /// restore) goes through it.
     ///
     /// # Errors
     /// [`EngineError::BadRequest`] naming the problem (never the bytes).
@@ -201,6 +204,13 @@ impl KeyType {
                 return Err(EngineError::BadRequest(format!(
                     "invalid key size {} bytes for key type {}; expected {n} bytes",
                     material.len(),
+                    self.name()
+                )));
+            }
+            if lockbox_core::is_repeated_byte(material) {
+                return Err(EngineError::BadRequest(format!(
+                    "the {} key material is one byte value repeated (e.g. all zeros), not a key: \
+                     import the real key",
                     self.name()
                 )));
             }

@@ -35,7 +35,10 @@ use lockbox_store::{KeyRow, Store, StoreError, VersionRow};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub use auth::{role_policy, TokenInfo, TokenRequest, ROLES, TOKEN_CACHE};
+pub use auth::{
+    role_policy, CreatedToken, Parent, TokenInfo, TokenRequest, DEFAULT_MAX_TOKEN_TTL,
+    MAX_TOKEN_DEPTH, ROLES, ROOT_ACCESSOR, TOKEN_CACHE,
+};
 pub use error::{EngineError, Result};
 pub use keytype::KeyType;
 pub use sign::SignOptions;
@@ -72,6 +75,10 @@ pub struct EngineConfig {
     pub rotation_check_interval: Duration,
     /// How often usage counters are written to the store.
     pub usage_flush_interval: Duration,
+    /// The system maximum TTL of tokens, seconds: bounds the creation and
+    /// renewal of every token but the root token (Vault's `max_lease_ttl`).
+    /// Default 32 days ([`DEFAULT_MAX_TOKEN_TTL`]); 0 = the default.
+    pub max_token_ttl_secs: i64,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +88,7 @@ impl Default for EngineConfig {
             retention_versions: 5,
             rotation_check_interval: Duration::from_secs(60),
             usage_flush_interval: Duration::from_secs(5),
+            max_token_ttl_secs: DEFAULT_MAX_TOKEN_TTL,
         }
     }
 }
@@ -305,14 +313,24 @@ fn lock_err<T>(_: T) -> EngineError {
     EngineError::Internal("lock poisoned".into())
 }
 
-/// Key names: 1 to 128 characters from `A-Z a-z 0-9 - _ .`, optionally
-/// prefixed by one `mount/` namespace (keys of extra Transit mounts).
+/// Whether `part` is a valid key name without a mount namespace: 1 to 128
+/// characters from `A-Z a-z 0-9 - _ .`, and not `.` or `..`. The one rule
+/// for key names, used by the engine and by the server's router alike.
+#[must_use]
+pub fn is_key_name(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 128
+        && part != "."
+        && part != ".."
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Key names: [`is_key_name`], optionally prefixed by one `mount/`
+/// namespace (keys of extra Transit mounts).
 fn check_name(name: &str) -> Result<()> {
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
+    let part_ok = is_key_name;
     let ok = name.len() <= 128
         && match name.split_once('/') {
             None => part_ok(name),
@@ -1724,6 +1742,18 @@ impl Engine {
         ciphertext: &str,
         context: &[u8],
     ) -> Result<(String, Vec<u8>)> {
+        let name = self.native_key_name(ciphertext).await?;
+        let pt = self.decrypt(&name, ciphertext, context, &[]).await?;
+        Ok((name, pt))
+    }
+
+    /// The name of the key a native ciphertext names in its header, without
+    /// decrypting anything: what the server authorizes before any work.
+    ///
+    /// # Errors
+    /// [`EngineError::Crypto`] for a malformed header; [`EngineError::KeyNotFound`]
+    /// if no key has that id.
+    pub async fn native_key_name(&self, ciphertext: &str) -> Result<String> {
         self.unsealed()?;
         let h = lockbox_core::native::inspect_text(ciphertext)?;
         let name = self
@@ -1746,8 +1776,7 @@ impl Engine {
                     .ok_or_else(|| EngineError::KeyNotFound(format!("key id {:08x}", h.key_id)))?
             }
         };
-        let pt = self.decrypt(&name, ciphertext, context, &[]).await?;
-        Ok((name, pt))
+        Ok(name)
     }
 
     fn version_material(

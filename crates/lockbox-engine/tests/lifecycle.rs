@@ -588,3 +588,96 @@ async fn sign_and_hmac_on(b: Backend) {
 on_both! {
     sign_and_hmac => sign_and_hmac_on,
 }
+
+/// Key material that is one byte value repeated (all zeros...) is refused
+/// on every way in: raw import, Fernet import, a Vault export's versions,
+/// and a backup; nothing is written.
+async fn repeated_byte_import_on(b: Backend) {
+    let (e, _root, _guard) = engine_on(&b).await;
+    let spec = |key_type, versions: Vec<(u32, SecretBytes)>| ImportSpec {
+        key_type,
+        versions,
+        derived: false,
+        convergent_encryption: false,
+        exportable: false,
+        allow_plaintext_backup: false,
+    };
+    let real = SecretBytes::random(32).unwrap();
+    let cases = [
+        (
+            "zeros",
+            spec(
+                KeyType::Aes256Gcm96,
+                vec![(1, SecretBytes::from_slice(&[0; 32]))],
+            ),
+        ),
+        (
+            "ones",
+            spec(
+                KeyType::Aes256Gcm96,
+                vec![(1, SecretBytes::from_slice(&[0xff; 32]))],
+            ),
+        ),
+        (
+            "aes128",
+            spec(
+                KeyType::Aes128Gcm96,
+                vec![(1, SecretBytes::from_slice(&[0; 16]))],
+            ),
+        ),
+        (
+            "fernet",
+            spec(
+                KeyType::Fernet,
+                vec![(1, SecretBytes::from_slice(&[0; 32]))],
+            ),
+        ),
+        (
+            "mac",
+            spec(KeyType::Hmac, vec![(1, SecretBytes::from_slice(&[7; 32]))]),
+        ),
+        (
+            "vault-export",
+            spec(
+                KeyType::ChaCha20Poly1305,
+                vec![(1, real), (2, SecretBytes::from_slice(&[0; 32]))],
+            ),
+        ),
+    ];
+    for (name, s) in cases {
+        match e.import(name, s).await {
+            Err(EngineError::BadRequest(m)) => {
+                assert!(m.contains("one byte value repeated"), "{name}: {m}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(e.store().key_get(name).await.unwrap().is_none(), "{name}");
+    }
+    let doc = serde_json::json!({
+        "lockbox_backup": 1, "name": "restored", "key_type": "aes256-gcm96",
+        "derived": false, "convergent": false, "exportable": false,
+        "allow_plaintext_backup": true, "deletion_allowed": false,
+        "auto_rotate_period": 0, "min_decryption_version": 1, "min_encryption_version": 0,
+        "versions": [{"version": 1, "created_at": 1, "key": lockbox_core::encoding::b64_encode(&[0; 32])}],
+    });
+    let blob = lockbox_core::encoding::b64_encode(doc.to_string().as_bytes());
+    match e.restore_backup(&blob, None, None, false).await {
+        Err(EngineError::BadRequest(m)) => assert!(m.contains("one byte value repeated"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(e.store().key_get("restored").await.unwrap().is_none());
+    // A real key of the same shape still imports.
+    e.import(
+        "fine",
+        spec(
+            KeyType::Aes256Gcm96,
+            vec![(1, SecretBytes::random(32).unwrap())],
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+on_both! {
+    repeated_byte_import => repeated_byte_import_on,
+}

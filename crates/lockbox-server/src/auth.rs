@@ -3,14 +3,16 @@
 //! the per-request ACL check and per-token rate limiting.
 //!
 //! Every request but the unauthenticated `sys` ones names a token
-//! (`X-Vault-Token` or `Authorization: Bearer`). Its policies give an ACL
-//! (see [`lockbox_core::acl`]); the request's path (without `/v1/`) must be
-//! granted the verb's capability: `read` for GET, `list` for LIST or
-//! `?list=true`, `create` or `update` for POST/PUT, `delete` for DELETE —
-//! and `sudo` too on the privileged paths ([`needs_sudo`]). Operations whose
-//! key is named in the body rather than the path are checked against a
+//! (`X-Vault-Token` or `Authorization: Bearer`), checked from the headers
+//! before the body is read ([`authenticate`]). Its policies give an ACL
+//! (see [`lockbox_core::acl`]). What the ACL must grant comes from the
+//! route table ([`crate::routes`]): the verb's capability — `read` for GET,
+//! `list` for LIST (or GET with `?list=true`), `create` or `update` for
+//! POST/PUT, `delete` for DELETE — and `sudo` on the privileged routes, on
+//! the request's canonical path ([`authorize_route`]). Keys named in the
+//! body, or in the header of each native ciphertext, are checked on the
 //! path with the key appended (`lockbox/records/encrypt/KEY`,
-//! `lockbox/decrypt/KEY`), so a policy can scope them by key name too.
+//! `lockbox/decrypt/KEY`) before any cryptographic work ([`authorize_body`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,9 +20,10 @@ use std::time::Instant;
 
 use axum::http::{Method, StatusCode};
 use lockbox_core::acl::{Acl, Caps};
-use lockbox_engine::{role_policy, TokenInfo, TokenRequest, TOKEN_CACHE};
+use lockbox_engine::{role_policy, Parent, TokenInfo, TokenRequest, TOKEN_CACHE};
 use serde_json::{json, Value};
 
+use crate::routes::{Access, BodyKeys, Matched};
 use crate::transit::duration_field;
 use crate::{no_content, ok, ApiError, ApiResult, AppState, Req};
 
@@ -45,15 +48,6 @@ impl Authz {
             needed != Caps::NONE && have.contains(needed)
         };
         verb && (!sudo || have.contains(Caps::SUDO))
-    }
-
-    /// As [`Authz::allows`], as a 403 error.
-    pub(crate) fn require(&self, path: &str, needed: Caps) -> Result<(), ApiError> {
-        if self.allows(path, needed, false) {
-            Ok(())
-        } else {
-            Err(denied())
-        }
     }
 }
 
@@ -102,55 +96,45 @@ impl AuthState {
     }
 }
 
-/// Paths every valid token may use on itself (Vault's `default` policy).
-fn is_self_service(path: &str) -> bool {
-    matches!(
-        path,
-        "auth/token/lookup-self" | "auth/token/renew-self" | "auth/token/revoke-self"
-    )
+/// The token of a request: `X-Vault-Token`, or `Authorization: Bearer`.
+pub(crate) fn token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .filter(|t| !t.is_empty())
 }
 
-/// Privileged paths: `sudo` is needed in addition to the verb's capability.
-pub(crate) fn needs_sudo(seg: &[&str], method: &Method) -> bool {
-    match seg {
-        ["sys", "seal"] => true,
-        ["sys", "mounts", _, ..] => *method != Method::GET,
-        ["sys", "policies", "acl", _] | ["sys", "policy", _] => *method != Method::GET,
-        ["lockbox", "keys", _, "destroy" | "import"] => true,
-        [_, "restore", ..] => true,
-        _ => false,
-    }
-}
-
-/// The capability a request needs.
-fn verb_caps(r: &Req) -> Caps {
-    if r.list {
-        return Caps::LIST;
-    }
-    match r.method {
-        Method::GET | Method::HEAD => Caps::READ,
-        Method::DELETE => Caps::DELETE,
-        _ => Caps::UPDATE,
-    }
-}
-
-/// The path checked for a request: the request path, with the key named in
-/// the body appended for the record and envelope endpoints.
-fn checked_path(r: &Req) -> String {
-    let path = r.segments.join("/");
-    match (r.segments.as_slice(), r.named_key()) {
-        ([a, b, _], Some(k)) if a == "lockbox" && (b == "records" || b == "envelope") => {
-            format!("{path}/{k}")
+/// Authenticates a request's token from its headers alone (the body is not
+/// read yet) and applies the token's rate limit. A request without a valid
+/// token counts against its address's budget for unauthenticated requests
+/// (`ServerConfig::unauthenticated_rate_limit`); once that is spent, the
+/// address gets 429 for every request without a valid token, while a
+/// valid token from it is served as usual. (A request with an unknown
+/// token costs one keyed hash and, once per 10 s per token, a store read.)
+pub(crate) async fn authenticate(
+    st: &AppState,
+    token: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Authz, ApiError> {
+    let limit = st.cfg.unauthenticated_rate_limit;
+    let refused = |st: &AppState| -> ApiError {
+        match peer {
+            Some(ip) if !st.auth.take(&ip.to_string(), limit) => too_many_unauthenticated(),
+            _ => denied(),
         }
-        _ => path,
-    }
-}
-
-/// Authenticates the request's token, applies its rate limit and checks
-/// the path. Returns who is asking.
-pub(crate) async fn authorize(st: &AppState, r: &Req) -> Result<Authz, ApiError> {
-    let token = r.token.as_deref().ok_or_else(denied)?;
-    let info = st.engine.lookup_token(token).await?.ok_or_else(denied)?;
+    };
+    let Some(token) = token else {
+        return Err(refused(st));
+    };
+    let Some(info) = st.engine.lookup_token(token).await? else {
+        return Err(refused(st));
+    };
     let rate = if info.rate_limit > 0 {
         info.rate_limit
     } else {
@@ -167,24 +151,99 @@ pub(crate) async fn authorize(st: &AppState, r: &Req) -> Result<Authz, ApiError>
     } else {
         Some(acl_of(st, &info.policies).await?)
     };
-    let authz = Authz { token: info, acl };
-    let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
-    let path = checked_path(r);
-    let ok = is_self_service(&path)
-        // The key of a native decrypt is in each ciphertext: checked per item.
-        || matches!(seg.as_slice(), ["lockbox", "decrypt"])
-        || authz.allows(&path, verb_caps(r), needs_sudo(&seg, &r.method));
-    if !ok {
-        return Err(denied());
+    Ok(Authz { token: info, acl })
+}
+
+fn too_many_unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests without a valid token from this address",
+    )
+}
+
+/// The path-level check of a matched route, before the body is read: the
+/// verb's capability (and `sudo` where the route says) on the request's
+/// canonical path. Routes whose keys are named in the body are checked in
+/// [`authorize_body`] instead, on the path with each key appended.
+pub(crate) fn authorize_route(z: &Authz, segments: &[String], m: &Matched) -> Result<(), ApiError> {
+    if m.route.access == Access::SelfService || m.route.body_keys != BodyKeys::None {
+        return Ok(());
     }
-    // The records' blind-index key is checked like the encryption key.
-    if let (["lockbox", "records", _], Some(Value::String(k))) =
-        (seg.as_slice(), r.body.get("index_key"))
-    {
-        let p = format!("{}/{k}", r.segments.join("/"));
-        authz.require(&p, Caps::UPDATE)?;
+    let sudo = m.route.sudo.contains(&m.verb);
+    if z.allows(&segments.join("/"), m.verb.caps(), sudo) {
+        Ok(())
+    } else {
+        Err(denied())
     }
-    Ok(authz)
+}
+
+/// The body-level checks of a matched route: every key the body names —
+/// `key`, `index_key`, `tenant`, or the key in each native ciphertext's
+/// header — on the request path with the key appended, all before any
+/// cryptographic work. Returns the keys authorized (for the handler, which
+/// uses no other, and for the audit entry).
+pub(crate) async fn authorize_body(
+    st: &AppState,
+    z: &Authz,
+    r: &Req,
+    m: &Matched,
+) -> Result<Vec<String>, ApiError> {
+    let mut keys: Vec<String> = Vec::new();
+    match m.route.body_keys {
+        BodyKeys::None => return Ok(keys),
+        BodyKeys::KeyAndIndex => {
+            let key = r
+                .str_field("key")?
+                .ok_or_else(|| ApiError::bad("missing 'key': the encryption key's name"))?;
+            keys.push(key);
+            if let Some(ix) = r.str_field("index_key")? {
+                keys.push(ix);
+            }
+        }
+        BodyKeys::KeyOrTenant => match (r.str_field("key")?, r.str_field("tenant")?) {
+            (Some(k), None) => keys.push(k),
+            (None, Some(t)) => {
+                lockbox_kms::check_tenant(&t).map_err(|e| ApiError::bad(e.to_string()))?;
+                keys.push(lockbox_kms::Tenants::key_name(&t));
+            }
+            _ => return Err(ApiError::bad("give exactly one of 'key' or 'tenant'")),
+        },
+        BodyKeys::Ciphertexts => {
+            let items: Vec<&Value> = match r.body.get("batch_input") {
+                Some(Value::Array(a)) => a.iter().filter_map(|i| i.get("ciphertext")).collect(),
+                _ => r.body.get("ciphertext").into_iter().collect(),
+            };
+            let mut seen = std::collections::HashSet::new();
+            for ct in items.into_iter().filter_map(Value::as_str) {
+                // Per item: a malformed header or an unknown key is that
+                // item's error later; only a key that exists is checked.
+                let Ok(h) = lockbox_core::native::inspect_text(ct) else {
+                    continue;
+                };
+                if !seen.insert(h.key_id) {
+                    continue;
+                }
+                if let Ok(k) = st.engine.native_key_name(ct).await {
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(bad) = keys.iter().find(|k| !lockbox_engine::is_key_name(k)) {
+        return Err(ApiError::bad(format!(
+            "invalid key name {bad:?}: use 1 to 128 characters from A-Z a-z 0-9 - _ ."
+        )));
+    }
+    let base = r.segments.join("/");
+    let sudo = m.route.sudo.contains(&m.verb);
+    for k in &keys {
+        if !z.allows(&format!("{base}/{k}"), m.verb.caps(), sudo) {
+            return Err(denied());
+        }
+    }
+    Ok(keys)
 }
 
 async fn acl_of(st: &AppState, policies: &[String]) -> Result<Arc<Acl>, ApiError> {
@@ -217,7 +276,7 @@ fn auth_json(token: Option<&str>, i: &TokenInfo) -> Value {
         "renewable": i.renewable,
         "entity_id": "",
         "token_type": "service",
-        "orphan": true,
+        "orphan": i.is_orphan(),
     });
     if let (Some(t), Value::Object(m)) = (token, &mut v) {
         m.insert("client_token".into(), Value::from(t));
@@ -236,7 +295,7 @@ fn lookup_json(i: &TokenInfo) -> Value {
         "explicit_max_ttl": i.explicit_max_ttl,
         "meta": i.meta,
         "num_uses": 0,
-        "orphan": true,
+        "orphan": i.is_orphan(),
         "path": "auth/token/create",
         "policies": i.policies,
         "renewable": i.renewable,
@@ -273,7 +332,8 @@ pub(crate) async fn token(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
     let me = authz_of(r)?;
     let write = matches!(r.method, Method::POST | Method::PUT);
     match seg {
-        ["create"] | ["create-orphan"] if write => create(st, r, me).await,
+        ["create"] if write => create(st, r, me, "auth/token/create").await,
+        ["create-orphan"] if write => create(st, r, me, "auth/token/create-orphan").await,
         ["lookup-self"] if write || r.method == Method::GET => ok(lookup_json(&me.token)),
         ["lookup"] | ["lookup-accessor"] if write => {
             let acc = target_accessor(st, r).await?;
@@ -295,7 +355,20 @@ pub(crate) async fn token(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
                 crate::envelope_auth(auth_json(None, &info)).to_string(),
             ))
         }
-        ["revoke-self"] | ["revoke"] | ["revoke-accessor"] | ["revoke-orphan"] if write => {
+        ["revoke-orphan"] if write => {
+            // Leaving children alive without their parent: sudo, as in Vault.
+            if !me.allows("auth/token/revoke-orphan", Caps::UPDATE, true) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission denied: revoke-orphan needs sudo on auth/token/revoke-orphan",
+                ));
+            }
+            let acc = target_accessor(st, r).await?;
+            st.engine.revoke_orphan_accessor(&acc).await?;
+            no_content()
+        }
+        // The token and, recursively, every token it made.
+        ["revoke-self"] | ["revoke"] | ["revoke-accessor"] if write => {
             let acc = if seg == ["revoke-self"] {
                 if me.token.is_root() {
                     return Err(ApiError::bad(
@@ -334,15 +407,26 @@ fn string_list(v: Option<&Value>, name: &str) -> Result<Vec<String>, ApiError> {
     }
 }
 
-async fn create(st: &AppState, r: &Req, me: &Authz) -> ApiResult {
+/// `auth/token/create` and `create-orphan` (`path`): a child of the caller,
+/// bounded by it (the engine caps its TTL at the caller's expiry; its rate
+/// limit may not exceed the caller's), or with sudo on `path` an orphan
+/// (`create-orphan`, or `no_parent`), bounded by the system maximum only.
+async fn create(st: &AppState, r: &Req, me: &Authz, path: &str) -> ApiResult {
     let policies = string_list(r.body.get("policies"), "policies")?;
+    let sudo = me.allows(path, Caps::UPDATE, true);
+    let orphan = path == "auth/token/create-orphan" || r.bool_field("no_parent")?.unwrap_or(false);
+    if orphan && !sudo {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("permission denied: orphan tokens need sudo on {path}"),
+        ));
+    }
     // Without sudo, a token can only hand out policies it has itself.
-    let sudo = me.allows("auth/token/create", Caps::UPDATE, true);
     if !sudo {
         if let Some(p) = policies.iter().find(|p| !me.token.policies.contains(p)) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                format!("permission denied: cannot grant policy {p:?} without sudo on auth/token/create"),
+                format!("permission denied: cannot grant policy {p:?} without sudo on {path}"),
             ));
         }
     }
@@ -357,27 +441,31 @@ async fn create(st: &AppState, r: &Req, me: &Authz) -> ApiResult {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(ApiError::bad("meta must be an object of strings")),
     };
-    let ttl = duration_field(&r.body, "ttl")?.unwrap_or(0);
-    if ttl == 0 && !sudo {
-        return Err(ApiError::bad(
-            "a ttl is required (tokens without expiry need sudo on auth/token/create)",
-        ));
-    }
-    let rate_limit = r.u32_field("rate_limit")?.unwrap_or_default();
     let req = TokenRequest {
         policies,
-        ttl,
+        // 0 (or absent): the default, the longest allowed.
+        ttl: duration_field(&r.body, "ttl")?.unwrap_or(0),
         renewable: r.bool_field("renewable")?.unwrap_or(true),
         explicit_max_ttl: duration_field(&r.body, "explicit_max_ttl")?.unwrap_or(0),
         display_name: r.str_field("display_name")?.unwrap_or_default(),
         meta,
-        rate_limit,
+        rate_limit: r.u32_field("rate_limit")?.unwrap_or_default(),
     };
-    let (token, info) = st.engine.create_token(&req).await?;
-    Ok(crate::raw_json_response(
-        StatusCode::OK,
-        crate::envelope_auth(auth_json(Some(&token), &info)).to_string(),
-    ))
+    // The caller's rate as `authorize` applies it: its own, else the
+    // server's default (0: unlimited).
+    let parent = (!orphan).then(|| Parent {
+        token: &me.token,
+        rate_limit: match me.token.rate_limit {
+            0 => st.cfg.token_rate_limit,
+            own => own,
+        },
+    });
+    let made = st.engine.create_token_under(&req, parent).await?;
+    let mut body = crate::envelope_auth(auth_json(Some(&made.token), &made.info));
+    if !made.warnings.is_empty() {
+        body["warnings"] = json!(made.warnings);
+    }
+    Ok(crate::raw_json_response(StatusCode::OK, body.to_string()))
 }
 
 /// `/v1/sys/policies/acl[/NAME]` and `/v1/sys/policy[/NAME]`.

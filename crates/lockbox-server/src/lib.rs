@@ -12,18 +12,21 @@ pub mod audit;
 mod auth;
 mod envelope;
 pub mod events;
+mod listen;
 mod metrics;
 mod mounts;
 mod records;
+mod routes;
 pub mod tls;
 mod transit;
 
-use std::future::Future;
+pub use listen::{serve, serve_tls};
+
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use lockbox_engine::{Engine, EngineError};
@@ -49,6 +52,26 @@ pub struct ServerConfig {
     pub webhook: Option<events::WebhookConfig>,
     /// Whether clients reach this server over TLS (adds HSTS).
     pub tls: bool,
+    /// Requests per second from one client address that carry no valid
+    /// token (0 = unlimited). Beyond it: 429, without a token lookup and
+    /// without an audit entry. Default 100 (burst of one second's worth).
+    pub unauthenticated_rate_limit: u32,
+    /// How long a client has to send a request's line and headers: from
+    /// the moment a new connection is ready, or from the first byte of the
+    /// next request on a kept-alive one. Default 10 s.
+    pub header_read_timeout: std::time::Duration,
+    /// A kept-alive connection with no request in flight and no bytes
+    /// moving for this long is closed. Default 75 s (above the 60 s idle
+    /// timeout of common load balancers, so they close first).
+    pub idle_timeout: std::time::Duration,
+    /// The most one request may take, its body included; past it the
+    /// client gets a JSON 503 and the connection is closed. Default 90 s.
+    pub request_timeout: std::time::Duration,
+    /// The most a TLS handshake may take. Default 10 s.
+    pub tls_handshake_timeout: std::time::Duration,
+    /// Most connections open at once (TLS handshakes included); beyond it
+    /// new connections are closed at once. Default 4096.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +85,12 @@ impl Default for ServerConfig {
             audit: audit::AuditConfig::default(),
             webhook: None,
             tls: false,
+            unauthenticated_rate_limit: 100,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(75),
+            request_timeout: std::time::Duration::from_secs(90),
+            tls_handshake_timeout: std::time::Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -126,93 +155,6 @@ impl AppState {
 pub fn router(engine: Engine, cfg: ServerConfig) -> Router {
     let st = AppState::new(engine, cfg);
     Router::new().fallback(handle).with_state(st)
-}
-
-/// Serve on `listener` until `shutdown` completes.
-///
-/// # Errors
-/// I/O errors of the listener.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    engine: Engine,
-    cfg: ServerConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let st = AppState::new(engine, cfg);
-    let app = Router::new().fallback(handle).with_state(st.clone());
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    finish_audit(st).await;
-    res
-}
-
-/// Serve HTTPS on `listener` until `shutdown` completes (see [`tls`]).
-///
-/// # Errors
-/// The certificate or key cannot be loaded; I/O errors of the listener.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    engine: Engine,
-    mut cfg: ServerConfig,
-    tls_cfg: tls::TlsConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let loaded = tls::load(&tls_cfg)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    cfg.tls = true;
-    let st = AppState::new(engine, cfg);
-    let current = Arc::new(std::sync::RwLock::new(loaded.acceptor));
-    let (metrics, events) = (st.metrics.clone(), st.events.clone());
-    metrics.cert_not_after.store(
-        loaded.not_after.unwrap_or(0),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    {
-        let metrics = metrics.clone();
-        tls::spawn_reloader(tls_cfg, current.clone(), move |na| {
-            metrics
-                .cert_not_after
-                .store(na.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
-        });
-    }
-    // CERTIFICATE_EXPIRING: checked every minute, emitted at most twice a day.
-    tokio::spawn(async move {
-        let mut last: Option<std::time::Instant> = None;
-        loop {
-            let na = metrics
-                .cert_not_after
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let left = na - lockbox_engine::now();
-            let due = last.map_or(true, |t| {
-                t.elapsed() >= std::time::Duration::from_secs(12 * 3600)
-            });
-            if na != 0 && left < 30 * 86_400 && due {
-                last = Some(std::time::Instant::now());
-                events
-                    .emit(
-                        "CERTIFICATE_EXPIRING",
-                        json!({"not_after": na, "seconds_left": left, "days_left": left / 86_400}),
-                    )
-                    .await;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        }
-    });
-    let l = tls::TlsListener::new(listener, current)?;
-    let app = Router::new().fallback(handle).with_state(st.clone());
-    let res = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
-    finish_audit(st).await;
-    res
-}
-
-/// Writes the audit entries still waiting and leaves the anchor.
-async fn finish_audit(st: AppState) {
-    let core = st.audit.as_ref().map(|a| a.core.clone());
-    drop(st);
-    if let Some(c) = core {
-        c.final_anchor().await;
-    }
 }
 
 /// An error answer: status and messages (and, for batches, the data).
@@ -360,15 +302,21 @@ pub(crate) fn no_content() -> ApiResult {
     Ok(r)
 }
 
-/// A parsed request.
+/// A request as it is taken apart: the path first, then (once the token
+/// and the path are authorized) the body.
 pub(crate) struct Req {
     pub(crate) method: Method,
+    /// The decoded path segments after `/v1/` ([`routes::decode_path`]).
     pub(crate) segments: Vec<String>,
+    /// Whether the verb is LIST.
     pub(crate) list: bool,
+    /// The JSON body (empty until read).
     pub(crate) body: Map<String, Value>,
-    token: Option<String>,
     /// Who is asking (set once the token is checked).
     pub(crate) authz: Option<auth::Authz>,
+    /// The keys named in the body (or in its ciphertexts) that were
+    /// authorized: the handler uses no other.
+    pub(crate) keys: Vec<String>,
 }
 
 fn depth(v: &Value) -> usize {
@@ -379,32 +327,14 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-/// Percent-decode one path segment.
-fn decode_segment(s: &str) -> Result<String, ApiError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| ApiError::bad("invalid percent-encoding in the path"))?;
-            out.push(h);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ApiError::bad("the path is not UTF-8"))
-}
-
 impl Req {
     /// The key a request names in its body: `key`, or for a tenant's
     /// envelopes the tenant's key `tenant-<id>`. Checked by the ACL and
     /// recorded in audit entries and metrics.
     pub(crate) fn named_key(&self) -> Option<String> {
+        if !self.keys.is_empty() {
+            return Some(self.keys.join(","));
+        }
         match (self.body.get("key"), self.body.get("tenant")) {
             (Some(Value::String(k)), _) => Some(k.clone()),
             (None, Some(Value::String(t)))
@@ -418,62 +348,47 @@ impl Req {
         }
     }
 
-    fn parse(
-        cfg: &ServerConfig,
-        method: Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Req, ApiError> {
-        let path = uri.path();
-        let rest = path
-            .strip_prefix("/v1/")
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
-        let segments = rest
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(decode_segment)
-            .collect::<Result<Vec<_>, _>>()?;
+    /// The request's path and verb, before anything else is read.
+    fn head(method: Method, uri: &Uri) -> Result<Req, ApiError> {
+        let segments = routes::decode_path(uri.path())?;
         let list = method.as_str() == "LIST"
-            || uri
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "list=true" || kv == "list=1"));
-        let body = if body.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
-        } else {
-            let v: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad(format!("failed to parse JSON input: {e}")))?;
-            if depth(&v) > cfg.max_json_depth {
-                return Err(ApiError::bad(format!(
-                    "JSON input is nested deeper than {} levels",
-                    cfg.max_json_depth
-                )));
-            }
-            match v {
-                Value::Object(m) => m,
-                _ => return Err(ApiError::bad("JSON input must be an object")),
-            }
-        };
-        let token = headers
-            .get("x-vault-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| {
-                headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::to_owned)
-            })
-            .filter(|t| !t.is_empty());
+            || (method == Method::GET && routes::query_lists(uri.query()));
         Ok(Req {
             method,
             segments,
             list,
-            body,
-            token,
+            body: Map::new(),
             authz: None,
+            keys: Vec::new(),
         })
+    }
+
+    /// Parses the body: empty, `null` (Vault's Go client sends it for
+    /// body-less writes) or a JSON object no deeper than the limit.
+    fn parse_body(&mut self, cfg: &ServerConfig, body: &[u8]) -> Result<(), ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad(format!("failed to parse JSON input: {e}")))?;
+        if depth(&v) > cfg.max_json_depth {
+            return Err(ApiError::bad(format!(
+                "JSON input is nested deeper than {} levels",
+                cfg.max_json_depth
+            )));
+        }
+        match v {
+            Value::Object(m) => self.body = m,
+            Value::Null => {}
+            _ => return Err(ApiError::bad("JSON input must be an object")),
+        }
+        Ok(())
+    }
+
+    /// Whether `key` was authorized for this request (the root token's
+    /// requests: every key).
+    pub(crate) fn key_authorized(&self, key: &str) -> bool {
+        self.authz.as_ref().is_some_and(|z| z.acl.is_none()) || self.keys.iter().any(|k| k == key)
     }
 
     /// A string field (absent or null: `None`).
@@ -558,34 +473,13 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
     REQUEST_ID
         .scope(rid.clone(), async move {
             let (parts, body) = req.into_parts();
-            let (resp, r) = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
-                Err(_) => (
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "request body is larger than {} bytes",
-                            st.cfg.max_body_bytes
-                        ),
-                    )
-                    .into_response(),
-                    None,
-                ),
-                Ok(bytes) => {
-                    match Req::parse(
-                        &st.cfg,
-                        parts.method.clone(),
-                        &parts.uri,
-                        &parts.headers,
-                        &bytes,
-                    ) {
-                        Ok(mut r) => {
-                            let resp = dispatch(&st, &mut r)
-                                .await
-                                .unwrap_or_else(IntoResponse::into_response);
-                            (resp, Some(r))
-                        }
-                        Err(e) => (e.into_response(), None),
-                    }
+            let (resp, r) = match Req::head(parts.method.clone(), &parts.uri) {
+                Err(e) => (e.into_response(), None),
+                Ok(mut r) => {
+                    let resp = serve_request(&st, &mut r, &parts, body)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response);
+                    (resp, Some(r))
                 }
             };
             finish(
@@ -602,6 +496,88 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
         .await
 }
 
+/// The largest body of an unauthenticated request (init, unseal).
+const PUBLIC_BODY_LIMIT: usize = 64 << 10;
+
+async fn read_body(
+    r: &mut Req,
+    cfg: &ServerConfig,
+    body: Body,
+    limit: usize,
+) -> Result<(), ApiError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes"),
+        )
+    })?;
+    r.parse_body(cfg, &bytes)
+}
+
+/// One request, in the order that keeps unauthorized work cheap: the
+/// public probes; the token, from the headers alone; the route and its
+/// path-level ACL check; only then the body, the keys it names, and the
+/// work.
+async fn serve_request(
+    st: &AppState,
+    r: &mut Req,
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> ApiResult {
+    if is_public(&r.segments) {
+        read_body(r, &st.cfg, body, PUBLIC_BODY_LIMIT).await?;
+        return dispatch_public(st, r).await;
+    }
+    if st.engine.is_sealed() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Vault is sealed",
+        ));
+    }
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let z = auth::authenticate(st, auth::token_of(&parts.headers), peer).await?;
+    r.authz = Some(z.clone());
+    let m =
+        routes::find(&r.segments, routes::Verb::of(&r.method, r.list)).map_err(|e| e.error())?;
+    if let Some(mount) = &m.mount {
+        if !mounts::is_transit(st, mount).await? {
+            return Err(routes::NoRoute::Path.error());
+        }
+    }
+    auth::authorize_route(&z, &r.segments, &m)?;
+    read_body(r, &st.cfg, body, st.cfg.max_body_bytes).await?;
+    r.keys = auth::authorize_body(st, &z, r, &m).await?;
+    dispatch(st, r).await
+}
+
+/// The probes and seal endpoints that need no token.
+fn is_public(seg: &[String]) -> bool {
+    match seg {
+        [a] => a == "openapi.json",
+        [a, b] => a == "sys" && matches!(b.as_str(), "health" | "seal-status" | "init" | "unseal"),
+        _ => false,
+    }
+}
+
+async fn dispatch_public(st: &AppState, r: &Req) -> ApiResult {
+    let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
+    match seg.as_slice() {
+        ["sys", "health"] => sys_health(st).await,
+        ["sys", "seal-status"] => sys_seal_status(st).await,
+        ["sys", "init"] => sys_init(st, r).await,
+        ["sys", "unseal"] => sys_unseal(st, r).await,
+        _ => {
+            let mut resp = Response::new(Body::from(OPENAPI));
+            resp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            Ok(resp)
+        }
+    }
+}
+
 /// Whether a request is audited: not the health and status probes, and
 /// only while unsealed (the audit key is sealed with everything else).
 fn audited(st: &AppState, seg: &[String]) -> bool {
@@ -611,6 +587,25 @@ fn audited(st: &AppState, seg: &[String]) -> bool {
         _ => false,
     };
     !probe && !st.engine.is_sealed()
+}
+
+/// The longest text an audit entry keeps of a caller-chosen name or path.
+const AUDIT_TEXT_MAX: usize = 256;
+
+/// `text`, or if longer than [`AUDIT_TEXT_MAX`] its first 128 bytes, `…`
+/// and the first 16 hex digits of its SHA-256: an entry's size stays
+/// bounded whatever a caller sends, and equal long names still compare.
+fn bounded(text: &str) -> String {
+    if text.len() <= AUDIT_TEXT_MAX {
+        return text.to_owned();
+    }
+    let mut cut = 128;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let hex = lockbox_core::encoding::hex_encode(sum.as_ref());
+    format!("{}…{}", &text[..cut], &hex[..16])
 }
 
 /// The audit entry of a request. Never plaintext, ciphertext, tokens or key
@@ -631,8 +626,8 @@ async fn audit_entry(
         request_id: rid.to_owned(),
         method: method.as_str().to_owned(),
         operation: op.operation.clone(),
-        mount: op.mount.clone(),
-        key: op.key.clone(),
+        mount: op.mount.as_deref().map(bounded),
+        key: op.key.as_deref().map(bounded),
         status: status.as_u16(),
         outcome: if class.is_some() { "error" } else { "ok" },
         error_class: class,
@@ -641,7 +636,7 @@ async fn audit_entry(
         ..audit::RequestEntry::default()
     };
     if let Some(r) = r {
-        e.path = Some(r.segments.join("/"));
+        e.path = Some(bounded(&r.segments.join("/")));
         if let Some(z) = &r.authz {
             e.accessor = Some(z.token.accessor.clone());
             e.role = Some(z.token.role());
@@ -657,7 +652,7 @@ async fn audit_entry(
             .and_then(|c| c.split(':').next())
             .and_then(|v| v.parse::<u64>().ok())
             .or_else(|| b.get("key_version").and_then(Value::as_u64));
-        e.tenant = b.get("tenant").and_then(Value::as_str).map(str::to_owned);
+        e.tenant = b.get("tenant").and_then(Value::as_str).map(bounded);
         if let Some(c) = b.get("context").and_then(Value::as_str) {
             e.context_hmac = a.hash(c.as_bytes()).await.ok();
         }
@@ -714,7 +709,11 @@ async fn finish(
         });
     }
     if let Some(a) = &st.audit {
-        if audited(st, seg) {
+        // A request turned away by the per-address limit on unauthenticated
+        // requests leaves no entry: that flood must cost next to nothing.
+        let flood =
+            status == StatusCode::TOO_MANY_REQUESTS && r.map_or(true, |r| r.authz.is_none());
+        if audited(st, seg) && !flood {
             let entry = audit_entry(a, r, &op, method, status, t0, rid).await;
             if !a.record(entry).await && !a.fail_open() {
                 resp = ApiError::new(
@@ -752,35 +751,8 @@ fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
 }
 
-async fn dispatch(st: &AppState, req: &mut Req) -> ApiResult {
-    // The paths that need no token (and work while sealed).
-    match req
-        .segments
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["sys", "health"] => return sys_health(st).await,
-        ["sys", "seal-status"] => return sys_seal_status(st).await,
-        ["sys", "init"] => return sys_init(st, req).await,
-        ["sys", "unseal"] => return sys_unseal(st, req).await,
-        ["openapi.json"] => {
-            let mut resp = Response::new(Body::from(OPENAPI));
-            resp.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            return Ok(resp);
-        }
-        _ => {}
-    }
-    if st.engine.is_sealed() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Vault is sealed",
-        ));
-    }
-    req.authz = Some(auth::authorize(st, req).await?);
-    let r: &Req = req;
+/// An authorized request (see [`serve_request`]) to its handler.
+async fn dispatch(st: &AppState, r: &Req) -> ApiResult {
     let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
     // Fail closed: while the audit log is failing, a request is
     // first recorded, and refused before any work if that fails.

@@ -88,6 +88,10 @@ pub(crate) fn classify(seg: &[String], method: &str, key_in_body: Option<&str>) 
             op.operation = format!("lockbox.envelope.{what}");
             op.key = key_in_body.map(str::to_owned);
         }
+        ["lockbox", "decrypt"] => {
+            op.operation = "lockbox.decrypt".into();
+            op.key = key_in_body.map(str::to_owned);
+        }
         ["lockbox", "encrypt", k] => {
             op.operation = "lockbox.encrypt".into();
             op.key = Some((*k).to_owned());

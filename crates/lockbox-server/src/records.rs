@@ -16,7 +16,7 @@ struct Spec {
     key: String,
     index_key: String,
     tenant: String,
-    template: String,
+    template: Vec<Part>,
     fields: Vec<String>,
     indexed: Vec<String>,
     normalization: Normalization,
@@ -38,7 +38,45 @@ fn str_list(m: &Map<String, Value>, name: &str) -> Result<Vec<String>, ApiError>
     }
 }
 
-fn spec(r: &Req) -> Result<Spec, ApiError> {
+/// A piece of a context template, parsed once per request.
+enum Part {
+    Text(String),
+    Tenant,
+    Field,
+    Record(String),
+}
+
+/// Parses `template`, refusing a placeholder that names an encrypted field
+/// (its value must be known when decrypting). Linear in the template and
+/// the field list, whatever their sizes.
+fn parse_template(template: &str, fields: &[String]) -> Result<Vec<Part>, ApiError> {
+    let encrypted: std::collections::HashSet<&str> = fields.iter().map(String::as_str).collect();
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        parts.push(Part::Text(rest[..start].to_owned()));
+        let after = &rest[start + 1..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| ApiError::bad("context_template has an unclosed '{'"))?;
+        let name = &after[..end];
+        if encrypted.contains(name) {
+            return Err(ApiError::bad(format!(
+                "context_template uses {{{name}}}, an encrypted field: the context must be known when decrypting"
+            )));
+        }
+        parts.push(match name {
+            "tenant" => Part::Tenant,
+            "field" => Part::Field,
+            other => Part::Record(other.to_owned()),
+        });
+        rest = &after[end + 1..];
+    }
+    parts.push(Part::Text(rest.to_owned()));
+    Ok(parts)
+}
+
+fn spec(st: &AppState, r: &Req) -> Result<Spec, ApiError> {
     let key = r
         .str_field("key")?
         .ok_or_else(|| ApiError::bad("missing 'key': the encryption key's name"))?;
@@ -61,15 +99,24 @@ fn spec(r: &Req) -> Result<Spec, ApiError> {
             n
         }
     };
+    let fields = str_list(&r.body, "fields")?;
+    let indexed = str_list(&r.body, "blind_index")?;
+    let limit = st.cfg.max_batch_items;
+    if fields.len() > limit || indexed.len() > limit {
+        return Err(ApiError::bad(format!(
+            "a record may name at most {limit} fields to encrypt and {limit} to index"
+        )));
+    }
+    let template = r
+        .str_field("context_template")?
+        .unwrap_or_else(|| "tenant={tenant};field={field}".to_owned());
     Ok(Spec {
         index_key: r.str_field("index_key")?.unwrap_or_else(|| key.clone()),
         key,
         tenant: r.str_field("tenant")?.unwrap_or_default(),
-        template: r
-            .str_field("context_template")?
-            .unwrap_or_else(|| "tenant={tenant};field={field}".to_owned()),
-        fields: str_list(&r.body, "fields")?,
-        indexed: str_list(&r.body, "blind_index")?,
+        template: parse_template(&template, &fields)?,
+        fields,
+        indexed,
         normalization,
         truncation: r
             .u32_field("truncation")?
@@ -80,38 +127,24 @@ fn spec(r: &Req) -> Result<Spec, ApiError> {
 /// The context of one field: the template with `{tenant}`, `{field}` and
 /// `{<record field>}` (string or number values) filled in.
 fn context(spec: &Spec, record: &Map<String, Value>, field: &str) -> Result<Vec<u8>, ApiError> {
-    let mut out = String::with_capacity(spec.template.len() + 32);
-    let mut rest = spec.template.as_str();
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| ApiError::bad("context_template has an unclosed '{'"))?;
-        let name = &after[..end];
-        let value = match name {
-            "tenant" => spec.tenant.clone(),
-            "field" => field.to_owned(),
-            other => match record.get(other) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Bool(b)) => b.to_string(),
+    let mut out = String::with_capacity(64);
+    for p in &spec.template {
+        match p {
+            Part::Text(t) => out.push_str(t),
+            Part::Tenant => out.push_str(&spec.tenant),
+            Part::Field => out.push_str(field),
+            Part::Record(name) => match record.get(name) {
+                Some(Value::String(s)) => out.push_str(s),
+                Some(Value::Number(n)) => out.push_str(&n.to_string()),
+                Some(Value::Bool(b)) => out.push_str(&b.to_string()),
                 _ => {
                     return Err(ApiError::bad(format!(
-                        "context_template uses {{{other}}}, but the record has no string or number field {other:?}"
+                        "context_template uses {{{name}}}, but the record has no string or number field {name:?}"
                     )))
                 }
             },
-        };
-        if spec.fields.iter().any(|f| f == name) {
-            return Err(ApiError::bad(format!(
-                "context_template uses {{{name}}}, an encrypted field: the context must be known when decrypting"
-            )));
         }
-        out.push_str(&value);
-        rest = &after[end + 1..];
     }
-    out.push_str(rest);
     Ok(out.into_bytes())
 }
 
@@ -143,7 +176,7 @@ pub(crate) async fn dispatch(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult 
 }
 
 async fn encrypt(st: &AppState, r: &Req) -> ApiResult {
-    let spec = spec(r)?;
+    let spec = spec(st, r)?;
     if spec.fields.is_empty() && spec.indexed.is_empty() {
         return Err(ApiError::bad(
             "say which fields to encrypt ('fields') or index ('blind_index')",
@@ -181,7 +214,7 @@ async fn encrypt(st: &AppState, r: &Req) -> ApiResult {
 }
 
 async fn decrypt(st: &AppState, r: &Req) -> ApiResult {
-    let spec = spec(r)?;
+    let spec = spec(st, r)?;
     let original = record_of(r)?;
     let mut out = original.clone();
     let mut plaintext_fields = Vec::new();
@@ -194,8 +227,16 @@ async fn decrypt(st: &AppState, r: &Req) -> ApiResult {
             plaintext_fields.push(f.clone());
             continue;
         };
+        // Only with the key the request names (and was authorized for):
+        // a field under any other key is refused before it is decrypted.
+        if st.engine.native_key_name(ct).await? != spec.key {
+            return Err(ApiError::bad(format!(
+                "field {f} is not encrypted with key {}",
+                spec.key
+            )));
+        }
         let ctx = context(&spec, &original, f)?;
-        let (_, pt) = st.engine.decrypt_native(ct, &ctx).await?;
+        let pt = st.engine.decrypt(&spec.key, ct, &ctx, &[]).await?;
         let value: Value = serde_json::from_slice(&pt).map_err(|_| {
             ApiError::bad(format!("field {f} does not hold a record-encrypted value"))
         })?;
@@ -205,7 +246,7 @@ async fn decrypt(st: &AppState, r: &Req) -> ApiResult {
 }
 
 async fn search(st: &AppState, r: &Req) -> ApiResult {
-    let spec = spec(r)?;
+    let spec = spec(st, r)?;
     let field = field_str(&r.body, "field")?.ok_or_else(|| ApiError::bad("missing 'field'"))?;
     let value = match r.body.get("value") {
         None | Some(Value::Null) => return Err(ApiError::bad("missing 'value' to search for")),

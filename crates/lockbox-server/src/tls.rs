@@ -10,10 +10,10 @@
 //! - The certificate, key and CA bundle are reloaded without a restart:
 //!   on SIGHUP, and when their files change (checked every few seconds).
 //!   A reload that fails keeps the previous configuration and says why.
-//! - Handshakes run in their own tasks with a timeout, so a slow client
-//!   never holds up the accept loop.
+//! - Handshakes run in their connection's own task with a timeout
+//!   (`ServerConfig::tls_handshake_timeout`), so a slow client never holds
+//!   up the accept loop; see the `listen` module for the other limits.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -22,9 +22,7 @@ use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Whether clients must present a certificate.
@@ -219,62 +217,6 @@ pub(crate) fn spawn_reloader(
             }
         }
     });
-}
-
-/// A listener that completes TLS handshakes (each in its own task, with a
-/// timeout) and yields the encrypted streams to the HTTP server.
-pub(crate) struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub(crate) fn new(listener: TcpListener, current: Current) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, addr) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = match current.read() {
-                    Ok(a) => a.clone(),
-                    Err(_) => continue,
-                };
-                if tx.is_closed() {
-                    break;
-                }
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-                    if let Ok(Ok(s)) = hs.await {
-                        let _ = tx.send((s, addr)).await;
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { rx, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(x) => x,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 /// What `lockbox tls check` found.

@@ -2,7 +2,6 @@
 //! (`/v1/lockbox/...`).
 
 use axum::http::{Method, StatusCode};
-use lockbox_core::acl::Caps;
 use lockbox_core::encoding::{b64_decode, b64_encode};
 use lockbox_engine::{
     ConfigUpdate, CreateOptions, EngineError, ImportSpec, KeyInfo, KeyType, SignOptions,
@@ -41,18 +40,26 @@ fn is_write(m: &Method) -> bool {
 }
 
 /// Seconds from a number, "3600", or Go durations like "24h", "30m", "1h30m", "90s".
+/// At most 100 years ([`MAX_DURATION_SECS`]): larger values, values that
+/// overflow, negative ones and anything else are refused with 400, never
+/// wrapped or clamped.
 pub(crate) fn duration_field(m: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
     let bad = || {
         ApiError::bad(format!(
-            "field {name} must be a duration (seconds or like 24h)"
+            "field {name} must be a duration (seconds or like 24h) of at most 100 years"
         ))
     };
+    let in_range = |v: i64| (0..=MAX_DURATION_SECS).contains(&v);
     match m.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().filter(|v| *v >= 0).map(Some).ok_or_else(bad),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|v| in_range(*v))
+            .map(Some)
+            .ok_or_else(bad),
         Some(Value::String(s)) => {
             if let Ok(v) = s.parse::<i64>() {
-                return if v >= 0 { Ok(Some(v)) } else { Err(bad()) };
+                return if in_range(v) { Ok(Some(v)) } else { Err(bad()) };
             }
             let mut total: i64 = 0;
             let mut num = String::new();
@@ -72,6 +79,7 @@ pub(crate) fn duration_field(m: &Map<String, Value>, name: &str) -> Result<Optio
                 total = n
                     .checked_mul(mult)
                     .and_then(|v| total.checked_add(v))
+                    .filter(|v| in_range(*v))
                     .ok_or_else(bad)?;
                 num.clear();
             }
@@ -83,6 +91,9 @@ pub(crate) fn duration_field(m: &Map<String, Value>, name: &str) -> Result<Optio
         Some(_) => Err(bad()),
     }
 }
+
+/// The longest duration a request may give: 100 years (of 365.25 days).
+const MAX_DURATION_SECS: i64 = 36_525 * 86_400;
 
 fn key_json(k: &KeyInfo) -> Value {
     let keys: Map<String, Value> = k
@@ -755,11 +766,13 @@ pub(crate) async fn native(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
             run_batch(st, r, |m| async move {
                 let ct = field_str(m, "ciphertext")?
                     .ok_or_else(|| ApiError::bad("missing ciphertext to decrypt"))?;
-                let (key, pt) = st.engine.decrypt_native(&ct, &ctx(m)?).await?;
-                // The key is known only now: check the token may use it.
-                if let Some(a) = &r.authz {
-                    a.require(&format!("lockbox/decrypt/{key}"), Caps::UPDATE)?;
+                // The key named in the header was authorized with the
+                // request, before any item was decrypted; no other is used.
+                let key = st.engine.native_key_name(&ct).await?;
+                if !r.key_authorized(&key) {
+                    return Err(crate::auth::denied());
                 }
+                let pt = st.engine.decrypt(&key, &ct, &ctx(m)?, &[]).await?;
                 Ok(json!({ "plaintext": b64_encode(&pt), "key": key }))
             })
             .await

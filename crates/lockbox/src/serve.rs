@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use lockbox_core::rootkey::RootKey;
@@ -39,9 +40,66 @@ pub struct ServeArgs {
     /// Deepest JSON nesting accepted.
     #[arg(long, default_value_t = 32)]
     max_json_depth: usize,
+    /// Time a client has to send a request's line and headers (from the
+    /// connection, or from the first byte of a kept-alive connection's next
+    /// request); slower clients are disconnected.
+    #[arg(
+        long,
+        env = "LOCKBOX_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = positive_duration
+    )]
+    header_read_timeout: Duration,
+    /// Close a kept-alive connection after this long with no request (keep it
+    /// above a load balancer's own idle timeout).
+    #[arg(
+        long,
+        env = "LOCKBOX_IDLE_TIMEOUT",
+        default_value = "75s",
+        value_parser = positive_duration
+    )]
+    idle_timeout: Duration,
+    /// The most one request may take, its body included; past it the client
+    /// gets a JSON 503 and the connection is closed.
+    #[arg(
+        long,
+        env = "LOCKBOX_REQUEST_TIMEOUT",
+        default_value = "90s",
+        value_parser = positive_duration
+    )]
+    request_timeout: Duration,
+    /// The most a TLS handshake may take.
+    #[arg(
+        long,
+        env = "LOCKBOX_TLS_HANDSHAKE_TIMEOUT",
+        default_value = "10s",
+        value_parser = positive_duration
+    )]
+    tls_handshake_timeout: Duration,
+    /// Most connections open at once (TLS handshakes included); beyond it new
+    /// connections are closed at once. Lowered to fit the open-file limit.
+    #[arg(
+        long,
+        env = "LOCKBOX_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections: u32,
     /// Requests per second per token (0 = unlimited); over it: 429.
     #[arg(long, default_value_t = 0)]
     token_rate_limit: u32,
+    /// The longest any token but the root token may live, from its creation
+    /// (e.g. 768h, 30d; at most 100 years): longer TTLs and renewals are capped.
+    #[arg(long, env = "LOCKBOX_MAX_TOKEN_TTL", default_value = "768h")]
+    max_token_ttl: String,
+    /// Requests per second from one client address without a valid token
+    /// (0 = unlimited); over it: 429, no token lookup, no audit entry.
+    #[arg(
+        long,
+        env = "LOCKBOX_UNAUTHENTICATED_RATE_LIMIT",
+        default_value_t = 100
+    )]
+    unauthenticated_rate_limit: u32,
     /// Audit log file (JSON lines, chained and sealed).
     #[arg(long, env = "LOCKBOX_AUDIT_FILE")]
     audit_file: Option<PathBuf>,
@@ -105,6 +163,100 @@ pub struct ServeArgs {
         requires = "auto_unseal_transit_addr"
     )]
     auto_unseal_transit_key: Option<String>,
+}
+
+/// A duration flag (`10s`, `1m30s`, `500ms`): humantime's syntax, more than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (write e.g. 10s, 1m30s or 500ms)")),
+    }
+}
+
+/// File descriptors kept for everything but client connections: the store's
+/// pool, audit files, outgoing HTTP (webhooks, KMS), certificate reloads,
+/// the runtime, and a connection accepted only to be closed at the limit.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit (as Go's runtime does
+/// at start) and returns the connection limit that fits under it, lowered
+/// with a warning if `wanted` does not.
+fn fit_connections(wanted: u32) -> usize {
+    let wanted = wanted as usize;
+    let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) else {
+        return wanted;
+    };
+    let room = usize::try_from(limit.saturating_sub(FD_RESERVE))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if wanted > room {
+        eprintln!(
+            "lockbox: warning: the open-file limit is {limit}: --max-connections lowered \
+             from {wanted} to {room} ({FD_RESERVE} descriptors kept for the store, files \
+             and outgoing connections); raise the hard limit (ulimit -Hn, systemd's \
+             LimitNOFILE=) to allow more"
+        );
+        return room;
+    }
+    wanted
+}
+
+/// Why the bytes of a master key do not look like 32 uniformly random bytes
+/// (None: they may be). Production demands a generated key (`lockbox
+/// keygen-master`), not one an operator made up. Three plain tests, each of
+/// which 32 random bytes fail with negligible probability:
+/// - a repetition of a pattern of 16 bytes or fewer (e.g. `abab...`):
+///   at most 16 x 2^-128;
+/// - all bytes printable ASCII, i.e. a password or passphrase encoded as a
+///   key: (95/256)^32, about 2^-45;
+/// - fewer than 16 distinct byte values (32 random bytes have about 30):
+///   about 2^-54.
+fn master_key_weakness(key: &[u8]) -> Option<String> {
+    if let Some(p) =
+        (1..=16).find(|&p| key.len() > p && (p..key.len()).all(|i| key[i] == key[i - p]))
+    {
+        return Some(format!("it repeats a {p}-byte pattern"));
+    }
+    if key.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return Some(
+            "its bytes are all printable text: a password or passphrase, not random bytes".into(),
+        );
+    }
+    let mut seen = [false; 256];
+    for b in key {
+        seen[usize::from(*b)] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    if distinct < 16 {
+        return Some(format!(
+            "it has only {distinct} distinct byte values (random keys have about 30)"
+        ));
+    }
+    None
+}
+
+/// [`master_key_weakness`] as a production refusal, naming the fix.
+fn check_master_key_strength(root: Option<RootKey>, source: &str) -> Result<(), String> {
+    let Some(root) = root else {
+        return Ok(());
+    };
+    match master_key_weakness(root.expose_secret().expose_secret()) {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{source} is not a random key: {why}. Production needs 32 uniformly random bytes: \
+             use a key from `lockbox keygen-master` (for a store already sealed under this key, \
+             back up its keys and restore them into a store made with the new one)"
+        )),
+    }
+}
+
+/// Whether a store URL names an in-memory database (lost at exit).
+fn is_memory_store(url: &str) -> bool {
+    let u = url.trim().to_ascii_lowercase();
+    u.strip_prefix("sqlite:").is_some_and(|rest| {
+        rest.trim_start_matches('/').starts_with(":memory:") || rest.contains("mode=memory")
+    })
 }
 
 fn tls_config(a: &ServeArgs) -> Result<Option<lockbox_server::tls::TlsConfig>, CliError> {
@@ -279,10 +431,14 @@ fn production_checks(a: &ServeArgs, g: &Global, listen: SocketAddr) -> Result<()
     match (&g.master_key_file, std::env::var("LOCKBOX_MASTER_KEY")) {
         (Some(f), _) => {
             check_key_file_mode(f).map_err(|e| fail("master-key-file-permissions", e.message))?;
-            root_key_from_env(Some(f)).map_err(|e| fail("master-key", e.message))?;
+            let root = root_key_from_env(Some(f)).map_err(|e| fail("master-key", e.message))?;
+            check_master_key_strength(root, &format!("the master key file {}", f.display()))
+                .map_err(|why| fail("master-key-strength", why))?;
         }
         (None, Ok(_)) => {
-            root_key_from_env(None).map_err(|e| fail("master-key", e.message))?;
+            let root = root_key_from_env(None).map_err(|e| fail("master-key", e.message))?;
+            check_master_key_strength(root, "LOCKBOX_MASTER_KEY")
+                .map_err(|why| fail("master-key-strength", why))?;
         }
         (None, Err(_)) => {
             if std::env::var("LOCKBOX_SEAL")
@@ -296,8 +452,19 @@ fn production_checks(a: &ServeArgs, g: &Global, listen: SocketAddr) -> Result<()
             }
         }
     }
-    if g.store.is_none() {
-        return Err(fail("store", "no --store / LOCKBOX_STORE given".into()));
+    match &g.store {
+        None => return Err(fail("store", "no --store / LOCKBOX_STORE given".into())),
+        Some(url) if is_memory_store(url) => {
+            return Err(fail(
+                "store",
+                format!(
+                    "{} is an in-memory store: every key is lost when the process exits; \
+                     give a file (sqlite:///var/lib/lockbox/lockbox.db) or a PostgreSQL URL",
+                    redact_url(url)
+                ),
+            ))
+        }
+        Some(_) => {}
     }
     if !listen.ip().is_loopback() && a.tls_cert.is_none() {
         return Err(fail(
@@ -355,17 +522,36 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         }
         (None, false) => "sqlite://lockbox.db".to_owned(),
     };
+    let max_token_ttl_secs = crate::parse_period(&a.max_token_ttl)
+        .ok()
+        .filter(|s| (1..=36_525 * 86_400).contains(s))
+        .ok_or_else(|| {
+            CliError::new(format!(
+                "--max-token-ttl {:?}: give a duration from 1s to 100 years, like 768h or 30d",
+                a.max_token_ttl
+            ))
+        })?;
     let cfg = EngineConfig {
         rotation_check_interval: std::time::Duration::from_secs(a.rotation_check_seconds.max(1)),
+        max_token_ttl_secs,
         ..EngineConfig::default()
     };
     let engine: Engine = open_local(&store_url, g.master_key_file.as_deref(), !a.dev, cfg).await?;
     if let Some(file) = &a.auto_unseal {
         if engine.is_sealed() {
             let root = auto_unseal_root(&a, file).await?;
+            if production_requested(&a) {
+                if let Some(why) = master_key_weakness(root.expose_secret().expose_secret()) {
+                    return Err(CliError::new(format!(
+                        "production check failed: master-key-strength: the auto-unseal envelope's \
+                         master key is not a random key: {why}; wrap a key from `lockbox keygen-master`"
+                    )));
+                }
+            }
             engine.unseal_with_master_key(root).await?;
         }
     }
+    let max_connections = fit_connections(a.max_connections);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CliError::new(format!("cannot listen on {listen}: {e}")))?;
@@ -405,9 +591,15 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         max_batch_items: a.max_batch_items,
         max_json_depth: a.max_json_depth,
         token_rate_limit: a.token_rate_limit,
+        unauthenticated_rate_limit: a.unauthenticated_rate_limit,
         audit: audit_config(&a)?,
         webhook: webhook_config(&a)?,
         tls: tls.is_some(),
+        header_read_timeout: a.header_read_timeout,
+        idle_timeout: a.idle_timeout,
+        request_timeout: a.request_timeout,
+        tls_handshake_timeout: a.tls_handshake_timeout,
+        max_connections,
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

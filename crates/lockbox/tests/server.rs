@@ -533,20 +533,68 @@ fn production_mode_refuses_insecure_settings() {
     let d = tmpdir();
     let store = format!("sqlite://{}", d.join("p.db").display());
     let key = ok(&[], &["keygen-master"], b"");
+    // A server that should refuse to start but does not is killed after a
+    // while, so the test fails instead of hanging.
     let run = |args: &[&str], env: &[(&str, &str)]| {
         let mut c = Command::new(bin());
-        clean_env(&mut c).arg("serve").args(args);
+        clean_env(&mut c)
+            .arg("serve")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         for (k, v) in env {
             c.env(k, v);
         }
-        let o = c.output().unwrap();
+        let mut child = c.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
         (
             o.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
+    // Keys an operator made up rather than generated, written in forms the
+    // parser accepts (base64 or hex of 32 bytes): refused in production.
+    let pattern = lockbox::encoding::b64_encode("ab".repeat(16).as_bytes());
+    let pattern_hex = hex::encode("ab".repeat(16));
+    let password = lockbox::encoding::b64_encode(b"password1234password1234password");
+    let passphrase = lockbox::encoding::b64_encode(b"correct horse battery staple!!42");
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
+        (
+            vec!["--production", "--store", &store],
+            vec![("LOCKBOX_MASTER_KEY", pattern.as_str())],
+            "production check failed: master-key-strength: LOCKBOX_MASTER_KEY is not a random key: it repeats a 2-byte pattern",
+        ),
+        (
+            vec!["--production", "--store", &store],
+            vec![("LOCKBOX_MASTER_KEY", pattern_hex.as_str())],
+            "it repeats a 2-byte pattern",
+        ),
+        (
+            vec!["--production", "--store", &store],
+            vec![("LOCKBOX_MASTER_KEY", password.as_str())],
+            "LOCKBOX_MASTER_KEY is not a random key: it repeats a 12-byte pattern",
+        ),
+        (
+            vec!["--production", "--store", &store],
+            vec![("LOCKBOX_MASTER_KEY", passphrase.as_str())],
+            "production check failed: master-key-strength: LOCKBOX_MASTER_KEY is not a random key: its bytes are all printable text",
+        ),
+        (
+            vec!["--production", "--store", "sqlite::memory:"],
+            vec![("LOCKBOX_MASTER_KEY", key.trim())],
+            "production check failed: store: sqlite::memory: is an in-memory store",
+        ),
+        (
+            vec!["--production", "--store", "sqlite://:memory:"],
+            vec![("LOCKBOX_MASTER_KEY", key.trim())],
+            "is an in-memory store",
+        ),
         (
             vec!["--production", "--store", &store],
             vec![],
@@ -604,6 +652,30 @@ fn production_mode_refuses_insecure_settings() {
         );
         std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // A made-up key in a key file: refused too, naming the file and the fix.
+    let weak = d.join("weak.key");
+    std::fs::write(&weak, &passphrase).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (code, err) = run(
+        &[
+            "--production",
+            "--store",
+            &store,
+            "--master-key-file",
+            weak.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("production check failed: master-key-strength: the master key file")
+            && err.contains("lockbox keygen-master"),
+        "{err}"
+    );
     // With everything right, it starts and serves.
     let s = start(
         &[
@@ -817,6 +889,48 @@ fn record_api_round_trip_isolation_and_search() {
         r#"{"key":"crm","fields":["x"],"record":[1]}"#,
     );
     assert_eq!(code, 400);
+}
+
+#[test]
+fn import_refuses_key_material_of_one_repeated_byte() {
+    let s = start(&["--dev", "--dev-root-token", "imp"], &[]);
+    let import = |name: &str, kind: &str, key: &[u8]| {
+        let body = serde_json::json!({
+            "type": kind,
+            "keys": {"1": lockbox::encoding::b64_encode(key)},
+        });
+        http(
+            "POST",
+            &format!("{}/v1/lockbox/keys/{name}/import", s.addr),
+            Some("imp"),
+            &body.to_string(),
+        )
+    };
+    for (name, kind, key) in [
+        ("zero", "aes256-gcm96", vec![0u8; 32]),
+        ("ones", "aes256-gcm96", vec![0xff; 32]),
+        ("zero128", "aes128-gcm96", vec![0; 16]),
+        ("fern", "fernet", vec![0; 32]),
+    ] {
+        let (code, v) = import(name, kind, &key);
+        assert_eq!(code, 400, "{name}: {v}");
+        assert!(
+            v["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("one byte value repeated"),
+            "{name}: {v}"
+        );
+        let url = format!("{}/v1/transit/keys/{name}", s.addr);
+        assert_ne!(
+            http("GET", &url, Some("imp"), "").0,
+            200,
+            "{name} was created"
+        );
+    }
+    let mut real = [0u8; 32];
+    lockbox::fill_random(&mut real).unwrap();
+    assert_eq!(import("real", "aes256-gcm96", &real).0, 204);
 }
 
 #[test]

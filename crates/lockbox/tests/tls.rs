@@ -591,3 +591,174 @@ fn certificate_reloads_without_restart_and_expiry_is_watched() {
     drop(srv);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A blocking rustls client connection to the test server, past its
+/// handshake (None if the server closed it first).
+fn tls_connect(port: u16, ca: &Path) -> Option<(rustls::ClientConnection, std::net::TcpStream)> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).ok()?;
+    }
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    Some((conn, tcp))
+}
+
+/// Whether the server closes `tcp` (TLS records read and dropped) within `limit`.
+fn tls_closed_within(
+    conn: &mut rustls::ClientConnection,
+    tcp: &mut std::net::TcpStream,
+    limit: Duration,
+) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        match conn.read_tls(tcp) {
+            Ok(0) => return true,
+            Ok(_) => {
+                if conn.process_new_packets().is_err() {
+                    return true;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// `GET /v1/sys/health` over TLS: the status, or None if not answered.
+fn tls_health(port: u16, ca: &Path) -> Option<u16> {
+    use std::io::Read;
+    let (mut conn, mut tcp) = tls_connect(port, ca)?;
+    let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+    s.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out)
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn connection_limit_and_timeouts_hold_over_tls() {
+    let dir = tmpdir();
+    ca(&dir, "ca");
+    leaf(&dir, "ca", "server", "localhost", 90, false, false);
+    let srv = start(
+        &dir,
+        &[
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--max-connections",
+            "20",
+            "--header-read-timeout",
+            "1s",
+            "--idle-timeout",
+            "1s",
+            "--tls-handshake-timeout",
+            "1s",
+        ],
+    );
+    let ca_pem = dir.join("ca.pem");
+    assert_eq!(tls_health(srv.port, &ca_pem), Some(200));
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = srv.child.id();
+    let before = fds(pid);
+    // Twenty connections past their handshake, then silent; sixty more
+    // plain TCP connections beyond the limit.
+    let mut held: Vec<_> = (0..20)
+        .filter_map(|_| tls_connect(srv.port, &ca_pem))
+        .collect();
+    assert!(held.len() >= 18, "only {} handshakes", held.len());
+    let extra: Vec<_> = (0..60)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap())
+        .collect();
+    let mut peak = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(600) {
+        peak = peak.max(fds(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        peak <= before + 20 + 8,
+        "server holds {peak} descriptors (started with {before}, limit 20)"
+    );
+    // The silent ones are closed after the header-read timeout, though
+    // their handshake was done.
+    for (conn, tcp) in &mut held {
+        assert!(
+            tls_closed_within(conn, tcp, Duration::from_secs(5)),
+            "a silent TLS connection outlived the timeouts"
+        );
+    }
+    drop(extra);
+    let t0 = Instant::now();
+    while tls_health(srv.port, &ca_pem) != Some(200) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "health not answered over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A client that never starts its handshake is dropped after the
+    // handshake timeout.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    let r = std::io::Read::read(&mut silent, &mut buf);
+    assert!(
+        matches!(r, Ok(0) | Err(_)) && t0.elapsed() < Duration::from_secs(4),
+        "{r:?} after {:?}",
+        t0.elapsed()
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(fds(pid) <= before + 8, "descriptors not released");
+    drop(srv);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -21,7 +21,9 @@ impl Drop for Server {
 }
 
 /// Variables a test's environment must not leak into the processes it starts.
-pub const LOCKBOX_VARS: [&str; 12] = [
+pub const LOCKBOX_VARS: [&str; 14] = [
+    "LOCKBOX_MAX_TOKEN_TTL",
+    "LOCKBOX_UNAUTHENTICATED_RATE_LIMIT",
     "LOCKBOX_ADDR",
     "LOCKBOX_TOKEN",
     "LOCKBOX_STORE",
@@ -168,4 +170,85 @@ pub fn pg_exec(sql: &str) {
 /// Drops a test's PostgreSQL store schema and everything in it.
 pub fn drop_schema(schema: &str) {
     pg_exec(&format!(r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#));
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn tmpdir(prefix: &str) -> PathBuf {
+    let mut b = [0u8; 6];
+    lockbox::fill_random(&mut b).unwrap();
+    let d = std::env::temp_dir().join(format!("{prefix}-{}", hex::encode(b)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A JSON client for a server's `/v1/` API.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub addr: String,
+    /// The token `root` calls with.
+    pub root_token: String,
+}
+
+impl Api {
+    pub fn new(addr: &str, root_token: &str) -> Self {
+        Api {
+            http: reqwest::Client::new(),
+            addr: addr.to_owned(),
+            root_token: root_token.to_owned(),
+        }
+    }
+
+    /// `method /v1/path` with `token` and a JSON `body` (none if null):
+    /// the status and the answer (JSON, or the text as a JSON string).
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.http.request(m, format!("{}/v1/{path}", self.addr));
+        if let Some(t) = token {
+            r = r.header("X-Vault-Token", t);
+        }
+        if !body.is_null() {
+            r = r.json(&body);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// As [`Api::call`] with the root token, asserting success.
+    pub async fn root(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let (s, v) = self
+            .call(Some(&self.root_token.clone()), method, path, body)
+            .await;
+        assert!(s < 300, "{method} {path}: {s} {v}");
+        v
+    }
+
+    /// A token with `policies`, for an hour.
+    pub async fn token(&self, policies: &[&str]) -> String {
+        let v = self
+            .root(
+                "POST",
+                "auth/token/create",
+                serde_json::json!({"policies": policies, "ttl": "1h"}),
+            )
+            .await;
+        v["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
 }
