@@ -95,11 +95,15 @@ fn a_pattern_cannot_be_smuggled_past_a_deny_with_an_encoded_slash() {
     )
     .unwrap();
     let acl = Acl::new([rules.as_slice()]);
-    let path = request_segments("lockbox/keys/m2%2Fk/backup").unwrap().join("/");
+    let path = request_segments("lockbox/keys/m2%2Fk/backup")
+        .unwrap()
+        .join("/");
     // The decoded path has five segments: no route serves it (404), and the
     // ACL would see exactly those five — never a name with a slash inside.
     assert_eq!(path, "lockbox/keys/m2/k/backup");
     let denied = request_segments("lockbox/keys/k/backup").unwrap().join("/");
     assert!(!acl.capabilities(&denied).contains(Caps::UPDATE));
-    assert!(acl.capabilities("lockbox/keys/k/rotate").contains(Caps::UPDATE));
+    assert!(acl
+        .capabilities("lockbox/keys/k/rotate")
+        .contains(Caps::UPDATE));
 }

@@ -198,13 +198,17 @@ impl Throttled {
         }
     }
 
-    fn say(&mut self, msg: impl FnOnce(u64) -> String) {
+    fn say(&mut self, msg: impl FnOnce() -> String) {
         let now = Instant::now();
         if self.last.is_some_and(|t| now < t + Self::PERIOD) {
             self.skipped += 1;
             return;
         }
-        eprintln!("lockbox: {}", msg(self.skipped));
+        let more = match self.skipped {
+            0 => String::new(),
+            n => format!(" ({n} more since the last notice)"),
+        };
+        eprintln!("lockbox: {}{more}", msg());
         self.last = Some(now);
         self.skipped = 0;
     }
@@ -249,17 +253,17 @@ async fn run(
             Err(e) => {
                 // Out of file descriptors (EMFILE/ENFILE) or memory: wait a
                 // little for connections to close rather than spin.
-                failed.say(|n| format!("accept failed ({n} more not shown): {e}"));
+                failed.say(|| format!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             drop(tcp);
-            refused.say(|n| {
+            refused.say(|| {
                 format!(
-                    "connection limit reached ({} open): new connections are closed at once \
-                     ({n} more since the last notice); see --max-connections",
+                    "connection limit reached ({} open): new connections are closed at once; \
+                     see --max-connections",
                     lim.max_connections
                 )
             });

@@ -1663,6 +1663,55 @@ async fn server_matches_acl_model() {
         r.unwrap();
     }
     let run = t1.elapsed();
+    // The run must not have changed what the model knows: every policy
+    // reads back as it was, every valid token still works, no mount came.
+    let mut drift = Vec::new();
+    for (name, rules) in &world.policies {
+        let v = srv
+            .call(
+                Some(ROOT),
+                "GET",
+                &format!("sys/policies/acl/{name}"),
+                Value::Null,
+            )
+            .await
+            .1;
+        let sorted = |mut r: Vec<Rule>| {
+            r.sort_by(|a, b| a.pattern.cmp(&b.pattern));
+            r
+        };
+        let now = model::parse_policy(v["data"]["policy"].as_str().unwrap_or_default()).map(sorted);
+        if now != Ok(sorted(rules.clone())) {
+            drift.push(format!("policy {name} is now {now:?}"));
+        }
+    }
+    for t in &pools.tokens {
+        let valid = world.tokens.contains_key(&t.token);
+        let (s, _) = srv
+            .call(Some(&t.token), "GET", "auth/token/lookup-self", Value::Null)
+            .await;
+        if (s == 200) != valid {
+            drift.push(format!("token {}: lookup-self {s}", t.label));
+        }
+    }
+    let mounts = srv
+        .call(Some(ROOT), "GET", "sys/mounts", Value::Null)
+        .await
+        .1;
+    for m in ["m3/", "kvmount/"] {
+        if mounts.to_string().contains(m) {
+            drift.push(format!("mount {m} exists"));
+        }
+    }
+    let drift = if drift.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\nTHE RUN CHANGED AUTHORIZATION STATE (a harness bug, or an escape):\n{}",
+            drift.join("\n")
+        )
+    };
+    println!("{drift}");
     let o = out.lock().unwrap();
     println!(
         "setup and generation {:.1?}; {} requests sent in {:.1?} ({:.0}/s); {} not expressible as HTTP requests",
@@ -1704,13 +1753,14 @@ async fn server_matches_acl_model() {
         println!("differences by direction (requests, classes): {by_dir:?}");
         let first: Vec<&String> = o.differences.iter().take(20).collect();
         panic!(
-            "{} of {} requests differ from the model (seed {seed:#x}).\nBy class (escapes first; at most 60 classes of each kind):\n{}\n\nThe first 20:\n{}",
+            "{} of {} requests differ from the model (seed {seed:#x}).\nBy class (escapes first; at most 60 classes of each kind):\n{}\n\nThe first 20:\n{}{drift}",
             o.differences.len(),
             o.sent,
             cl.join("\n"),
             first.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n\n")
         );
     }
+    assert!(drift.is_empty(), "{drift}");
 }
 
 // ---------------------------------------------------------------- the model itself

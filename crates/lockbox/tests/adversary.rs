@@ -27,7 +27,13 @@ fn host(addr: &str) -> &str {
 /// Sends `head` and then only `sent` bytes of a body announced as
 /// `announced` bytes, and reads the answer: the status, or `None` if the
 /// server does not answer within `wait`.
-fn partial_request(addr: &str, head: &str, announced: usize, sent: usize, wait: Duration) -> Option<u16> {
+fn partial_request(
+    addr: &str,
+    head: &str,
+    announced: usize,
+    sent: usize,
+    wait: Duration,
+) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(host(addr)).unwrap();
     s.set_read_timeout(Some(wait)).unwrap();
     let req = format!("{head}\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {announced}\r\n\r\n");
@@ -102,11 +108,21 @@ async fn long_names_cannot_fill_the_audit_log() {
     let long = "a".repeat(60_000);
     for _ in 0..50 {
         let (s, _) = api
-            .call(None, "POST", &format!("transit/encrypt/{long}"), json!({"plaintext": ""}))
+            .call(
+                None,
+                "POST",
+                &format!("transit/encrypt/{long}"),
+                json!({"plaintext": ""}),
+            )
             .await;
         assert_eq!(s, 403);
         let (s, _) = api
-            .call(Some(ROOT), "POST", "lockbox/records/encrypt", json!({"key": long, "tenant": long, "fields": ["x"], "record": {}}))
+            .call(
+                Some(ROOT),
+                "POST",
+                "lockbox/records/encrypt",
+                json!({"key": long, "tenant": long, "fields": ["x"], "record": {}}),
+            )
             .await;
         assert_eq!(s, 400);
     }
@@ -151,7 +167,12 @@ async fn unauthenticated_floods_are_cut_off_per_address() {
     assert_eq!(limited + refused, 60, "{statuses:?}");
     assert!(limited >= 40, "{statuses:?}");
     let (s, _) = api
-        .call(Some(ROOT), "POST", "transit/encrypt/k", json!({"plaintext": "aGk="}))
+        .call(
+            Some(ROOT),
+            "POST",
+            "transit/encrypt/k",
+            json!({"plaintext": "aGk="}),
+        )
         .await;
     assert_eq!(s, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -175,7 +196,14 @@ async fn record_work_grows_linearly_and_is_bounded() {
         json!({"key": "k", "tenant": "t", "fields": fields, "record": rec})
     };
     let t = Instant::now();
-    let (s, v) = api.call(Some(ROOT), "POST", "lockbox/records/encrypt", record(100_000)).await;
+    let (s, v) = api
+        .call(
+            Some(ROOT),
+            "POST",
+            "lockbox/records/encrypt",
+            record(100_000),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("at most 10000 fields"), "{v}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -184,7 +212,9 @@ async fn record_work_grows_linearly_and_is_bounded() {
         let api = &api;
         async move {
             let t = Instant::now();
-            let (s, v) = api.call(Some(ROOT), "POST", "lockbox/records/encrypt", body).await;
+            let (s, v) = api
+                .call(Some(ROOT), "POST", "lockbox/records/encrypt", body)
+                .await;
             assert_eq!(s, 200, "{v}");
             t.elapsed()
         }
@@ -194,7 +224,10 @@ async fn record_work_grows_linearly_and_is_bounded() {
     let large = time(10_000).await;
     // Four times the fields: about four times the time (the square: 16).
     let ratio = large.as_secs_f64() / small.as_secs_f64();
-    assert!(ratio < 10.0, "2 500 fields {small:?}, 10 000 fields {large:?}");
+    assert!(
+        ratio < 10.0,
+        "2 500 fields {small:?}, 10 000 fields {large:?}"
+    );
 }
 
 /// Finding 14: the audit entry of a native decrypt named no key; it names
@@ -207,10 +240,16 @@ async fn native_decrypt_is_audited_with_its_key() {
     let api = Api::new(&srv.addr, ROOT);
     api.root("POST", "transit/keys/payroll", json!({})).await;
     let v = api
-        .root("POST", "lockbox/encrypt/payroll", json!({"plaintext": "aGk="}))
+        .root(
+            "POST",
+            "lockbox/encrypt/payroll",
+            json!({"plaintext": "aGk="}),
+        )
         .await;
     let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
-    let v = api.root("POST", "lockbox/decrypt", json!({"ciphertext": ct})).await;
+    let v = api
+        .root("POST", "lockbox/decrypt", json!({"ciphertext": ct}))
+        .await;
     assert_eq!(v["data"]["key"], "payroll");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = audit_lines(&log);

@@ -451,15 +451,25 @@ async fn authorization_matrix_has_no_escapes() {
             .call(Some(token), "POST", "lockbox/decrypt", batch.clone())
             .await;
         if *role == "admin" {
-            assert_eq!(v["data"]["batch_results"][1]["plaintext"], "aGVsbG8=", "{v}");
+            assert_eq!(
+                v["data"]["batch_results"][1]["plaintext"], "aGVsbG8=",
+                "{v}"
+            );
         } else {
-            assert_eq!((s, v.clone()), (403, json!({"errors": ["permission denied"]})), "{role}");
+            assert_eq!(
+                (s, v.clone()),
+                (403, json!({"errors": ["permission denied"]})),
+                "{role}"
+            );
         }
         let (s, v) = api
             .call(Some(token), "POST", "lockbox/decrypt", own.clone())
             .await;
         if *role == "admin" || *role == "app" {
-            assert_eq!(v["data"]["batch_results"][1]["plaintext"], "aGVsbG8=", "{role}: {v}");
+            assert_eq!(
+                v["data"]["batch_results"][1]["plaintext"], "aGVsbG8=",
+                "{role}: {v}"
+            );
         } else {
             assert_eq!(s, 403, "{role}: {v}");
         }
