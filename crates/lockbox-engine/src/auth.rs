@@ -249,6 +249,13 @@ pub fn role_policy(role: &str, keys: &str) -> Result<String> {
             out += &rule("sys/audit-hash".into(), "\"update\"");
             out += &rule("sys/metrics".into(), "\"read\"");
         }
+        // Everything, sudo included, cannot be limited to some keys (it
+        // could grant itself the rest): a scoped admin is refused.
+        "admin" if k != "*" => {
+            return Err(EngineError::BadRequest(format!(
+                "the admin role covers every path and cannot be scoped to keys {k:?}: use keys \"*\", or the operator role for some keys"
+            )))
+        }
         "admin" => {
             out += &rule(
                 "*".into(),

@@ -564,17 +564,22 @@ fn is_public(seg: &[String]) -> bool {
 
 async fn dispatch_public(st: &AppState, r: &Req) -> ApiResult {
     let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
+    let m = &r.method;
+    let read = *m == Method::GET && !r.list;
     match seg.as_slice() {
-        ["sys", "health"] => sys_health(st).await,
-        ["sys", "seal-status"] => sys_seal_status(st).await,
-        ["sys", "init"] => sys_init(st, r).await,
-        ["sys", "unseal"] => sys_unseal(st, r).await,
-        _ => {
+        ["sys", "health"] if read || *m == Method::HEAD => sys_health(st).await,
+        ["sys", "seal-status"] if read => sys_seal_status(st).await,
+        ["sys", "init"] if read || matches!(*m, Method::PUT | Method::POST) => {
+            sys_init(st, r).await
+        }
+        ["sys", "unseal"] if matches!(*m, Method::PUT | Method::POST) => sys_unseal(st, r).await,
+        ["openapi.json"] if read => {
             let mut resp = Response::new(Body::from(OPENAPI));
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
             Ok(resp)
         }
+        _ => Err(method_not_allowed()),
     }
 }
 

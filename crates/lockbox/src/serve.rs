@@ -633,3 +633,46 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
     }
     res.map_err(|e| CliError::new(format!("server: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn generated_master_keys_pass_and_made_up_ones_do_not() {
+        for _ in 0..10_000 {
+            let k = lockbox_core::SecretBytes::random(32).unwrap();
+            assert_eq!(master_key_weakness(k.expose_secret()), None);
+        }
+        let refused: [&[u8]; 5] = [
+            b"abababababababababababababababab",
+            b"password1234password1234password",
+            b"correct horse battery staple!!42",
+            // 15 distinct values, no period, not text.
+            &[
+                0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b, 0x8c, 0x8d,
+                0x8e, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b, 0x8c,
+                0x8d, 0x8e, 0x81, 0x80,
+            ],
+            &[0u8; 32],
+        ];
+        for k in refused {
+            assert!(master_key_weakness(k).is_some(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn in_memory_stores_are_recognised() {
+        for u in ["sqlite::memory:", "sqlite://:memory:", " SQLITE::MEMORY: "] {
+            assert!(is_memory_store(u), "{u}");
+        }
+        for u in [
+            "sqlite://lockbox.db",
+            "sqlite:///var/lib/lockbox.db",
+            "postgres://h/db",
+        ] {
+            assert!(!is_memory_store(u), "{u}");
+        }
+    }
+}

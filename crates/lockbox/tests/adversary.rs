@@ -259,3 +259,37 @@ async fn native_decrypt_is_audited_with_its_key() {
         .expect("an entry for the decrypt");
     assert_eq!(entry["key"], "payroll", "{entry}");
 }
+
+/// Found by the model-based test: `{"role": "admin", "keys": "db-*"}` was
+/// stored as the unscoped admin policy (every path, sudo). It is refused;
+/// and the unauthenticated probes answer only their own methods.
+#[tokio::test]
+async fn admin_cannot_be_scoped_and_probes_take_only_their_methods() {
+    let srv = dev_server(&[]);
+    let api = Api::new(&srv.addr, ROOT);
+    let (s, v) = api
+        .call(
+            Some(ROOT),
+            "PUT",
+            "sys/policies/acl/db-admin",
+            json!({"role": "admin", "keys": "db-*"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("cannot be scoped"), "{v}");
+    for (method, path, want) in [
+        ("GET", "sys/health", 200),
+        ("HEAD", "sys/health", 200),
+        ("DELETE", "sys/health", 405),
+        ("POST", "sys/seal-status", 405),
+        ("LIST", "sys/seal-status", 405),
+        ("GET", "sys/unseal", 405),
+        ("PUT", "openapi.json", 405),
+    ] {
+        assert_eq!(
+            api.call(None, method, path, Value::Null).await.0,
+            want,
+            "{method} {path}"
+        );
+    }
+}
