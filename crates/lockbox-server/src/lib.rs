@@ -524,7 +524,7 @@ async fn serve_request(
     parts: &axum::http::request::Parts,
     body: Body,
 ) -> ApiResult {
-    if is_public(&r.segments) {
+    if is_public(&r.segments, &r.method, r.list) {
         read_body(r, &st.cfg, body, PUBLIC_BODY_LIMIT).await?;
         return dispatch_public(st, r).await;
     }
@@ -553,33 +553,37 @@ async fn serve_request(
     dispatch(st, r).await
 }
 
-/// The probes and seal endpoints that need no token.
-fn is_public(seg: &[String]) -> bool {
+/// The probes and seal endpoints that need no token, with the methods
+/// they answer; any other method on them is an authenticated request like
+/// the rest (403 without a valid token, then no route).
+fn is_public(seg: &[String], m: &Method, list: bool) -> bool {
+    let read = *m == Method::GET && !list;
+    let write = matches!(*m, Method::PUT | Method::POST);
     match seg {
-        [a] => a == "openapi.json",
-        [a, b] => a == "sys" && matches!(b.as_str(), "health" | "seal-status" | "init" | "unseal"),
+        [a] => a == "openapi.json" && read,
+        [a, b] if a == "sys" => match b.as_str() {
+            "health" => read || *m == Method::HEAD,
+            "seal-status" => read,
+            "init" => read || write,
+            "unseal" => write,
+            _ => false,
+        },
         _ => false,
     }
 }
 
 async fn dispatch_public(st: &AppState, r: &Req) -> ApiResult {
-    let seg: Vec<&str> = r.segments.iter().map(String::as_str).collect();
-    let m = &r.method;
-    let read = *m == Method::GET && !r.list;
-    match seg.as_slice() {
-        ["sys", "health"] if read || *m == Method::HEAD => sys_health(st).await,
-        ["sys", "seal-status"] if read => sys_seal_status(st).await,
-        ["sys", "init"] if read || matches!(*m, Method::PUT | Method::POST) => {
-            sys_init(st, r).await
-        }
-        ["sys", "unseal"] if matches!(*m, Method::PUT | Method::POST) => sys_unseal(st, r).await,
-        ["openapi.json"] if read => {
+    match r.segments.get(1).map(String::as_str) {
+        Some("health") => sys_health(st).await,
+        Some("seal-status") => sys_seal_status(st).await,
+        Some("init") => sys_init(st, r).await,
+        Some("unseal") => sys_unseal(st, r).await,
+        _ => {
             let mut resp = Response::new(Body::from(OPENAPI));
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
             Ok(resp)
         }
-        _ => Err(method_not_allowed()),
     }
 }
 

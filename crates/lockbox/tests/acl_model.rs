@@ -260,7 +260,7 @@ const ROLE_POLICIES: [(&str, Option<(&str, &str)>); 8] = [
     ("app-own", Some(("app", "app-*"))),
     ("billing-ops", Some(("operator", "billing-*"))),
     ("acme-app", Some(("app", "tenant-acme"))),
-    ("db-admin", Some(("admin", "db-*"))),
+    ("db-ops", Some(("operator", "db-*"))),
 ];
 
 struct Tok {

@@ -262,7 +262,8 @@ async fn native_decrypt_is_audited_with_its_key() {
 
 /// Found by the model-based test: `{"role": "admin", "keys": "db-*"}` was
 /// stored as the unscoped admin policy (every path, sudo). It is refused;
-/// and the unauthenticated probes answer only their own methods.
+/// and the unauthenticated probes answer only their own methods (any
+/// other is an authenticated request: 403 without a token).
 #[tokio::test]
 async fn admin_cannot_be_scoped_and_probes_take_only_their_methods() {
     let srv = dev_server(&[]);
@@ -280,11 +281,11 @@ async fn admin_cannot_be_scoped_and_probes_take_only_their_methods() {
     for (method, path, want) in [
         ("GET", "sys/health", 200),
         ("HEAD", "sys/health", 200),
-        ("DELETE", "sys/health", 405),
-        ("POST", "sys/seal-status", 405),
-        ("LIST", "sys/seal-status", 405),
-        ("GET", "sys/unseal", 405),
-        ("PUT", "openapi.json", 405),
+        ("DELETE", "sys/health", 403),
+        ("POST", "sys/seal-status", 403),
+        ("LIST", "sys/seal-status", 403),
+        ("GET", "sys/unseal", 403),
+        ("PUT", "openapi.json", 403),
     ] {
         assert_eq!(
             api.call(None, method, path, Value::Null).await.0,
