@@ -214,6 +214,9 @@ pub(crate) async fn authorize_body(
                 _ => r.body.get("ciphertext").into_iter().collect(),
             };
             let mut seen = std::collections::HashSet::new();
+            // Each unknown key id costs a reload of the key list: a request
+            // may name only a few distinct ones.
+            const MAX_KEY_IDS: usize = 32;
             for ct in items.into_iter().filter_map(Value::as_str) {
                 // Per item: a malformed header or an unknown key is that
                 // item's error later; only a key that exists is checked.
@@ -222,6 +225,11 @@ pub(crate) async fn authorize_body(
                 };
                 if !seen.insert(h.key_id) {
                     continue;
+                }
+                if seen.len() > MAX_KEY_IDS {
+                    return Err(ApiError::bad(format!(
+                        "the ciphertexts of one request may name at most {MAX_KEY_IDS} keys"
+                    )));
                 }
                 if let Ok(k) = st.engine.native_key_name(ct).await {
                     if !keys.contains(&k) {

@@ -328,24 +328,12 @@ fn depth(v: &Value) -> usize {
 }
 
 impl Req {
-    /// The key a request names in its body: `key`, or for a tenant's
-    /// envelopes the tenant's key `tenant-<id>`. Checked by the ACL and
-    /// recorded in audit entries and metrics.
+    /// The keys a request's body (or its ciphertexts) named and that were
+    /// authorized: recorded in audit entries and metrics.
     pub(crate) fn named_key(&self) -> Option<String> {
-        if !self.keys.is_empty() {
-            return Some(self.keys.join(","));
-        }
-        match (self.body.get("key"), self.body.get("tenant")) {
-            (Some(Value::String(k)), _) => Some(k.clone()),
-            (None, Some(Value::String(t)))
-                if self.segments.len() == 3
-                    && self.segments[0] == "lockbox"
-                    && self.segments[1] == "envelope" =>
-            {
-                Some(format!("tenant-{t}"))
-            }
-            _ => None,
-        }
+        // Only keys that were authorized: a refused request's body names
+        // whatever its sender wishes (not evidence, and no metric label).
+        (!self.keys.is_empty()).then(|| self.keys.join(","))
     }
 
     /// The request's path and verb, before anything else is read.
@@ -634,7 +622,7 @@ async fn audit_entry(
         time: lockbox_engine::now(),
         request_id: rid.to_owned(),
         method: method.as_str().to_owned(),
-        operation: op.operation.clone(),
+        operation: bounded(&op.operation),
         mount: op.mount.as_deref().map(bounded),
         key: op.key.as_deref().map(bounded),
         status: status.as_u16(),
@@ -722,7 +710,9 @@ async fn finish(
         // requests leaves no entry: that flood must cost next to nothing.
         let flood =
             status == StatusCode::TOO_MANY_REQUESTS && r.map_or(true, |r| r.authz.is_none());
-        if audited(st, seg) && !flood {
+        // Nor does a path that cannot even be decoded (no token is looked
+        // at for it, so it would be an unlimited, unauthenticated write).
+        if audited(st, seg) && !flood && r.is_some() {
             let entry = audit_entry(a, r, &op, method, status, t0, rid).await;
             if !a.record(entry).await && !a.fail_open() {
                 resp = ApiError::new(

@@ -129,6 +129,9 @@ fn spec(st: &AppState, r: &Req) -> Result<Spec, ApiError> {
 fn context(spec: &Spec, record: &Map<String, Value>, field: &str) -> Result<Vec<u8>, ApiError> {
     let mut out = String::with_capacity(64);
     for p in &spec.template {
+        if out.len() > MAX_CONTEXT {
+            break;
+        }
         match p {
             Part::Text(t) => out.push_str(t),
             Part::Tenant => out.push_str(&spec.tenant),
@@ -145,8 +148,18 @@ fn context(spec: &Spec, record: &Map<String, Value>, field: &str) -> Result<Vec<
             },
         }
     }
+    if out.len() > MAX_CONTEXT {
+        return Err(ApiError::bad(format!(
+            "the context of field {field} is longer than {MAX_CONTEXT} bytes"
+        )));
+    }
     Ok(out.into_bytes())
 }
+
+/// The longest context a template may expand to for one field: the
+/// expansion is checked as it grows, so a short template over long record
+/// values cannot make a request's work grow with their product.
+const MAX_CONTEXT: usize = 4096;
 
 fn record_of(r: &Req) -> Result<Map<String, Value>, ApiError> {
     match r.body.get("record") {
