@@ -297,7 +297,15 @@ struct Inner {
     auth: auth::AuthCache,
     /// Key events for subscribers (the server's audit log and webhooks).
     events: tokio::sync::broadcast::Sender<EngineEvent>,
+    /// When a ciphertext naming an unknown key id last made the engine
+    /// reload its keys (held during the reload, so misses coalesce).
+    miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a ciphertext naming an unknown key id may reload the keys:
+/// anyone can forge such a header, and a reload reads every key. (Keys
+/// created on another server arrive by notification meanwhile.)
+const MISS_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a server trusts its copy of the root token's hash (a token
 /// replaced on another server is seen within this time).
@@ -651,6 +659,7 @@ impl Engine {
                 root_token: RwLock::new(None),
                 auth: auth::AuthCache::default(),
                 events: tokio::sync::broadcast::channel(1024).0,
+                miss_reload: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -1766,7 +1775,13 @@ impl Engine {
         let name = match name {
             Some(n) => n,
             None => {
-                self.reload_all().await?;
+                {
+                    let mut last = self.inner.miss_reload.lock().await;
+                    if last.map_or(true, |t| t.elapsed() >= MISS_RELOAD_EVERY) {
+                        self.reload_all().await?;
+                        *last = Some(std::time::Instant::now());
+                    }
+                }
                 self.inner
                     .by_key_id
                     .read()
@@ -2055,6 +2070,28 @@ impl Engine {
         name: Option<&str>,
         force: bool,
     ) -> Result<String> {
+        self.restore_backup_into(blob, passphrase, name, None, force)
+            .await
+    }
+
+    /// As [`Engine::restore_backup`], for a caller that owns one key
+    /// namespace: without `name`, the backup's own name must be a plain
+    /// key name ([`is_key_name`]; a key of `namespace` itself may keep its
+    /// prefix) and is placed in `namespace`
+    /// (`""` for the default mount, `"m2/"` for mount `m2`) — a backup
+    /// cannot choose where it lands.
+    ///
+    /// # Errors
+    /// As [`Engine::restore_backup`]; [`EngineError::BadRequest`] for a
+    /// backup whose name is not a plain key name.
+    pub async fn restore_backup_into(
+        &self,
+        blob: &str,
+        passphrase: Option<&[u8]>,
+        name: Option<&str>,
+        namespace: Option<&str>,
+        force: bool,
+    ) -> Result<String> {
         let json = Zeroizing::new(if blob.trim().starts_with(BACKUP_PREFIX) {
             let p = passphrase.ok_or_else(|| {
                 EngineError::BadRequest("this backup is encrypted: give its passphrase".into())
@@ -2072,7 +2109,21 @@ impl Engine {
                 doc.lockbox_backup
             )));
         }
-        let name = name.unwrap_or(&doc.name).to_owned();
+        let name = match (name, namespace) {
+            (Some(n), _) => n.to_owned(),
+            (None, None) => doc.name.clone(),
+            // A backup of this namespace's own key carries the prefix.
+            (None, Some(ns))
+                if is_key_name(doc.name.strip_prefix(ns).unwrap_or(&doc.name)) =>
+            {
+                format!("{ns}{}", doc.name.strip_prefix(ns).unwrap_or(&doc.name))
+            }
+            (None, Some(_)) => {
+                return Err(EngineError::BadRequest(
+                    "the backup's key name is not a plain key name: restore it under a name (restore/NAME)".into(),
+                ))
+            }
+        };
         check_name(&name)?;
         let key_type: KeyType = doc.key_type.parse()?;
         let versions = doc

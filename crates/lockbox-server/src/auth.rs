@@ -231,7 +231,12 @@ pub(crate) async fn authorize_body(
                         "the ciphertexts of one request may name at most {MAX_KEY_IDS} keys"
                     )));
                 }
+                // A mount's key (`m2/k`) never makes native ciphertexts: a
+                // header naming one is forged, and refused without naming it.
                 if let Ok(k) = st.engine.native_key_name(ct).await {
+                    if !lockbox_engine::is_key_name(&k) && z.acl.is_some() {
+                        return Err(denied());
+                    }
                     if !keys.contains(&k) {
                         keys.push(k);
                     }
@@ -239,7 +244,11 @@ pub(crate) async fn authorize_body(
             }
         }
     }
-    if let Some(bad) = keys.iter().find(|k| !lockbox_engine::is_key_name(k)) {
+    let named_in_body = m.route.body_keys != BodyKeys::Ciphertexts;
+    if let Some(bad) = keys
+        .iter()
+        .find(|k| named_in_body && !lockbox_engine::is_key_name(k))
+    {
         return Err(ApiError::bad(format!(
             "invalid key name {bad:?}: use 1 to 128 characters from A-Z a-z 0-9 - _ ."
         )));

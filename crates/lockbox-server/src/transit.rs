@@ -645,15 +645,16 @@ async fn dispatch(st: &AppState, r: &Req, mount: &str, seg: &[&str]) -> ApiResul
             let blob = r
                 .str_field("backup")?
                 .ok_or_else(|| ApiError::bad("'backup' must be supplied"))?;
-            let name = e
-                .restore_backup(
-                    &blob,
-                    None,
-                    seg.get(1).copied(),
-                    r.bool_field("force")?.unwrap_or(false),
-                )
-                .await?;
-            let _ = name;
+            // Unnamed: the backup's own (plain) name, in this mount.
+            let ns = scoped(mount, "");
+            e.restore_backup_into(
+                &blob,
+                None,
+                seg.get(1).copied(),
+                Some(&ns),
+                r.bool_field("force")?.unwrap_or(false),
+            )
+            .await?;
             no_content()
         }
         _ => Err(not_found()),
@@ -800,10 +801,11 @@ pub(crate) async fn native(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
                 .ok_or_else(|| ApiError::bad("'backup' must be supplied"))?;
             let p = r.str_field("passphrase")?;
             let name = e
-                .restore_backup(
+                .restore_backup_into(
                     &blob,
                     p.as_deref().map(str::as_bytes),
                     seg.get(1).copied(),
+                    Some(""),
                     false,
                 )
                 .await?;

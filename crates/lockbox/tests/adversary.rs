@@ -294,3 +294,172 @@ async fn admin_cannot_be_scoped_and_probes_take_only_their_methods() {
         );
     }
 }
+
+/// Found by the attack on this code (F5): a restore without a name took
+/// the name inside the backup as it was, so a token with sudo on one
+/// mount's `restore` planted keys — with material it chose — in the
+/// default namespace or in another mount. Unnamed restores now land in the
+/// mount they were sent to, and a backup naming another mount is refused.
+#[tokio::test]
+async fn an_unnamed_restore_lands_in_its_own_mount() {
+    let srv = dev_server(&[]);
+    let api = Api::new(&srv.addr, ROOT);
+    for m in ["m2", "m3x"] {
+        api.root(
+            "POST",
+            &format!("sys/mounts/{m}"),
+            json!({"type": "transit"}),
+        )
+        .await;
+    }
+    let backup_then_delete = |path: &'static str| {
+        let api = &api;
+        async move {
+            api.root(
+                "POST",
+                path,
+                json!({"allow_plaintext_backup": true, "exportable": true}),
+            )
+            .await;
+            let (mount, name) = path.split_once("/keys/").unwrap();
+            let v = api
+                .root("GET", &format!("{mount}/backup/{name}"), Value::Null)
+                .await;
+            api.root(
+                "POST",
+                &format!("{path}/config"),
+                json!({"deletion_allowed": true}),
+            )
+            .await;
+            api.root("DELETE", path, Value::Null).await;
+            v["data"]["backup"].as_str().unwrap().to_owned()
+        }
+    };
+    let plain = backup_then_delete("transit/keys/src1").await;
+    let foreign = backup_then_delete("m3x/keys/planted").await;
+    api.root(
+        "PUT",
+        "sys/policies/acl/m2-restore",
+        json!({"policy": "path \"m2/restore\" { capabilities = [\"update\", \"sudo\"] }"}),
+    )
+    .await;
+    let t = api.token(&["m2-restore"]).await;
+    let (s, v) = api
+        .call(Some(&t), "POST", "m2/restore", json!({"backup": plain}))
+        .await;
+    assert_eq!(s, 204, "{v}");
+    // 200 for a live key; a deleted (or never made) one does not count.
+    let status = |p: &'static str| {
+        let api = &api;
+        async move {
+            let (s, v) = api.call(Some(ROOT), "GET", p, Value::Null).await;
+            if s == 200 && v["data"]["deleted"] == true {
+                404
+            } else {
+                s
+            }
+        }
+    };
+    assert_eq!(status("m2/keys/src1").await, 200);
+    assert_eq!(status("transit/keys/src1").await, 404);
+    let (s, v) = api
+        .call(Some(&t), "POST", "m2/restore", json!({"backup": foreign}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(status("m3x/keys/planted").await, 404);
+    // Through the default mount and the native API alike.
+    for path in ["transit/restore", "lockbox/restore"] {
+        let (s, v) = api
+            .call(Some(ROOT), "POST", path, json!({"backup": foreign}))
+            .await;
+        assert_eq!(s, 400, "{path}: {v}");
+    }
+    assert_eq!(status("m3x/keys/planted").await, 404);
+}
+
+/// Found by the attack (F1, F8): forged native headers. Each unknown key
+/// id made the server reload every key; a header naming a mount's key was
+/// answered with that key's name. Reloads on a miss are now at most one a
+/// second, and the mount key is refused without being named.
+#[tokio::test]
+async fn forged_native_headers_cost_little_and_name_nothing() {
+    use base64::Engine as _;
+    let srv = dev_server(&[]);
+    let api = Api::new(&srv.addr, ROOT);
+    api.root("POST", "sys/mounts/m2", json!({"type": "transit"}))
+        .await;
+    api.root("POST", "transit/keys/own", json!({})).await;
+    api.root("POST", "m2/keys/hidden", json!({})).await;
+    for k in 0..100 {
+        api.root("POST", &format!("transit/keys/filler-{k}"), json!({}))
+            .await;
+    }
+    api.root(
+        "PUT",
+        "sys/policies/acl/own",
+        json!({"role": "app", "keys": "own"}),
+    )
+    .await;
+    let t = api.token(&["own"]).await;
+    let ct = api
+        .root("POST", "lockbox/encrypt/own", json!({"plaintext": "aGk="}))
+        .await["data"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let raw = b64.decode(ct.strip_prefix("lbx1:").unwrap()).unwrap();
+    let header = lockbox::native::inspect_text(&ct).unwrap();
+    let with_id = |id: u32| {
+        let mut b = raw.clone();
+        let at = b
+            .windows(4)
+            .position(|w| w == header.key_id.to_be_bytes())
+            .unwrap();
+        b[at..at + 4].copy_from_slice(&id.to_be_bytes());
+        format!("lbx1:{}", b64.encode(b))
+    };
+    // 5 000 items naming one unknown key id: answered fast, no reloads.
+    let items: Vec<Value> = (0..5000)
+        .map(|_| json!({"ciphertext": with_id(0x0bad_f00d)}))
+        .collect();
+    let t0 = Instant::now();
+    let (s, _) = api
+        .call(
+            Some(&t),
+            "POST",
+            "lockbox/decrypt",
+            json!({"batch_input": items}),
+        )
+        .await;
+    assert!(s == 400 || s == 403, "{s}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // 33 distinct ids: refused outright.
+    let items: Vec<Value> = (0..33u32)
+        .map(|i| json!({"ciphertext": with_id(0x0bad_0000 + i)}))
+        .collect();
+    let (s, v) = api
+        .call(
+            Some(&t),
+            "POST",
+            "lockbox/decrypt",
+            json!({"batch_input": items}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    // The id of a mount's key: refused, and its name is not told.
+    let hidden = api.root("GET", "m2/keys/hidden", Value::Null).await["data"]["key_id"]
+        .as_str()
+        .map(|h| u32::from_str_radix(h, 16).unwrap())
+        .unwrap();
+    let (s, v) = api
+        .call(
+            Some(&t),
+            "POST",
+            "lockbox/decrypt",
+            json!({"ciphertext": with_id(hidden)}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(!v.to_string().contains("hidden"), "{v}");
+}
