@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// Most connections open at once (TLS handshakes included); beyond it
     /// new connections are closed at once. Default 4096.
     pub max_connections: usize,
+    /// Most connections open at once from one client address; beyond it
+    /// that address's new connections are closed at once, so one client
+    /// cannot take every slot. Default 256.
+    pub max_connections_per_address: u32,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             request_timeout: std::time::Duration::from_secs(90),
             tls_handshake_timeout: std::time::Duration::from_secs(10),
             max_connections: 4096,
+            max_connections_per_address: 256,
         }
     }
 }

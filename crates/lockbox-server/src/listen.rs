@@ -154,6 +154,7 @@ struct Limits {
     request: Duration,
     handshake: Duration,
     max_connections: u32,
+    per_address: u32,
 }
 
 impl Limits {
@@ -169,6 +170,7 @@ impl Limits {
             request: floor(cfg.request_timeout),
             handshake: floor(cfg.tls_handshake_timeout),
             max_connections: u32::try_from(max).unwrap_or(u32::MAX),
+            per_address: cfg.max_connections_per_address.max(1),
         }
     }
 }
@@ -239,6 +241,7 @@ async fn run(
         app: TowerToHyperService::new(app),
         lim,
     });
+    let addresses: PerAddress = Arc::default();
     let mut refused = Throttled::new();
     let mut failed = Throttled::new();
     tokio::pin!(shutdown);
@@ -257,6 +260,18 @@ async fn run(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(address) = AddressSlot::take(&addresses, peer.ip(), lim.per_address) else {
+            drop(tcp);
+            refused.say(|| {
+                format!(
+                    "{} has {} connections open: its new ones are closed at once; \
+                     see --max-connections-per-address",
+                    peer.ip(),
+                    lim.per_address
+                )
+            });
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             drop(tcp);
@@ -279,7 +294,7 @@ async fn run(
         tokio::spawn(connection(
             tcp,
             peer,
-            Arc::new(permit),
+            Arc::new((permit, address)),
             acceptor,
             conn.clone(),
             stop_rx.clone(),
@@ -309,7 +324,47 @@ struct Shared {
     lim: Limits,
 }
 
-type Slot = Arc<OwnedSemaphorePermit>;
+/// What an open connection holds: one of the server's slots and one of
+/// its address's (both given back when the last holder is done).
+type Slot = Arc<(OwnedSemaphorePermit, AddressSlot)>;
+
+/// Open connections per client address.
+type PerAddress = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>;
+
+/// One connection of an address, counted while it lives.
+struct AddressSlot {
+    map: PerAddress,
+    ip: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    /// Takes one of `ip`'s `cap` slots, if it has one left.
+    fn take(map: &PerAddress, ip: std::net::IpAddr, cap: u32) -> Option<AddressSlot> {
+        let mut m = map.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
 
 /// One connection: the TLS handshake (if any), then HTTP.
 async fn connection(

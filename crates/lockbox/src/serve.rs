@@ -85,6 +85,15 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_connections: u32,
+    /// Most connections open at once from one client address (behind a
+    /// proxy every client shares its address: raise it there).
+    #[arg(
+        long,
+        env = "LOCKBOX_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections_per_address: u32,
     /// Requests per second per token (0 = unlimited); over it: 429.
     #[arg(long, default_value_t = 0)]
     token_rate_limit: u32,
@@ -600,6 +609,7 @@ async fn serve(a: ServeArgs, g: &Global) -> Result<(), CliError> {
         request_timeout: a.request_timeout,
         tls_handshake_timeout: a.tls_handshake_timeout,
         max_connections,
+        max_connections_per_address: a.max_connections_per_address,
     };
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

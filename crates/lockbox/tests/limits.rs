@@ -329,3 +329,42 @@ fn a_request_slower_than_the_request_timeout_gets_a_json_error() {
     assert_eq!(status, 200, "{answer:.300}");
     assert!(answer.contains("vault:v1:"), "{answer:.300}");
 }
+
+/// `GET /v1/sys/health` from the client address `from` (in 127.0.0.0/8).
+fn health_from(from: &str, addr: &str) -> Option<u16> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = rt.block_on(sock.connect(addr.parse().unwrap())).ok()?;
+    let mut s = tcp.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    s.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: lockbox\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    read_response(&mut s, Duration::from_secs(10)).map(|r| r.0)
+}
+
+/// Found by the attack on this code (F7): one client holding every
+/// connection locked everyone out. Each address has its own cap: one
+/// that holds all of its connections idle leaves the rest to others.
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let srv = start(&[
+        "--max-connections",
+        "50",
+        "--max-connections-per-address",
+        "10",
+        "--idle-timeout",
+        "60s",
+    ]);
+    let idle: Vec<TcpStream> = (0..60).map(|_| connect(&srv.listen)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // 127.0.0.1 is at its cap, yet 127.0.0.2 is served at once...
+    assert_eq!(health_from("127.0.0.2", &srv.listen), Some(200));
+    // ...and the server keeps only the capped ones open.
+    assert!(srv.fds() < 10 + 30, "{} descriptors", srv.fds());
+    drop(idle);
+}

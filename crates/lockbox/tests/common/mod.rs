@@ -21,7 +21,8 @@ impl Drop for Server {
 }
 
 /// Variables a test's environment must not leak into the processes it starts.
-pub const LOCKBOX_VARS: [&str; 14] = [
+pub const LOCKBOX_VARS: [&str; 15] = [
+    "LOCKBOX_MAX_CONNECTIONS_PER_ADDRESS",
     "LOCKBOX_MAX_TOKEN_TTL",
     "LOCKBOX_UNAUTHENTICATED_RATE_LIMIT",
     "LOCKBOX_ADDR",
