@@ -664,6 +664,7 @@ mod tests {
             request: Duration::from_secs(90),
             handshake: Duration::from_secs(10),
             max_connections: 4,
+            per_address: 4,
         }
     }
 
