@@ -154,6 +154,24 @@ pub(crate) async fn authenticate(
     Ok(Authz { token: info, acl })
 }
 
+/// Charges an unauthenticated write (init, unseal) to its address's
+/// budget for requests without a valid token.
+pub(crate) fn charge_unauthenticated(
+    st: &AppState,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    match peer {
+        Some(ip)
+            if !st
+                .auth
+                .take(&ip.to_string(), st.cfg.unauthenticated_rate_limit) =>
+        {
+            Err(too_many_unauthenticated())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn too_many_unauthenticated() -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -428,6 +446,9 @@ fn string_list(v: Option<&Value>, name: &str) -> Result<Vec<String>, ApiError> {
 /// bounded by it (the engine caps its TTL at the caller's expiry; its rate
 /// limit may not exceed the caller's), or with sudo on `path` an orphan
 /// (`create-orphan`, or `no_parent`), bounded by the system maximum only.
+/// The most metadata entries a token may carry.
+const META_MAX_ENTRIES: usize = 64;
+
 async fn create(st: &AppState, r: &Req, me: &Authz, path: &str) -> ApiResult {
     let policies = string_list(r.body.get("policies"), "policies")?;
     let sudo = me.allows(path, Caps::UPDATE, true);
@@ -449,10 +470,19 @@ async fn create(st: &AppState, r: &Req, me: &Authz, path: &str) -> ApiResult {
     }
     let meta: BTreeMap<String, String> = match r.body.get("meta") {
         None | Some(Value::Null) => BTreeMap::new(),
+        // Stored with the token and read on every lookup: bounded.
+        Some(Value::Object(m)) if m.len() > META_MAX_ENTRIES => {
+            return Err(ApiError::bad(format!(
+                "meta may have at most {META_MAX_ENTRIES} entries"
+            )))
+        }
         Some(Value::Object(m)) => m
             .iter()
             .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
+                Value::String(s) if k.len() <= 128 && s.len() <= 512 => Ok((k.clone(), s.clone())),
+                Value::String(_) => Err(ApiError::bad(
+                    "meta keys may be at most 128 bytes and values at most 512",
+                )),
                 _ => Err(ApiError::bad("meta values must be strings")),
             })
             .collect::<Result<_, _>>()?,

@@ -517,7 +517,16 @@ async fn serve_request(
     parts: &axum::http::request::Parts,
     body: Body,
 ) -> ApiResult {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     if is_public(&r.segments, &r.method, r.list) {
+        // The probes are free; init and unseal (writes, audited) are
+        // charged like any request without a token.
+        if matches!(r.method, Method::PUT | Method::POST) {
+            auth::charge_unauthenticated(st, peer)?;
+        }
         read_body(r, &st.cfg, body, PUBLIC_BODY_LIMIT).await?;
         return dispatch_public(st, r).await;
     }
@@ -527,10 +536,6 @@ async fn serve_request(
             "Vault is sealed",
         ));
     }
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
     let z = auth::authenticate(st, auth::token_of(&parts.headers), peer).await?;
     r.authz = Some(z.clone());
     let m =

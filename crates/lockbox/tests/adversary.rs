@@ -463,3 +463,45 @@ async fn forged_native_headers_cost_little_and_name_nothing() {
     assert_eq!(s, 403, "{v}");
     assert!(!v.to_string().contains("hidden"), "{v}");
 }
+
+/// Found by the attack (F4, F8): init and unseal, which need no token and
+/// are audited, were outside the per-address budget; and a token's `meta`
+/// had no size limit (up to the 32 MiB body, read on every lookup).
+#[tokio::test]
+async fn unseal_is_charged_and_token_meta_is_bounded() {
+    let srv = dev_server(&["--unauthenticated-rate-limit", "5"]);
+    let api = Api::new(&srv.addr, ROOT);
+    let mut limited = 0;
+    for _ in 0..30 {
+        let (s, _) = api
+            .call(None, "PUT", "sys/unseal", json!({"key": "not-a-share"}))
+            .await;
+        if s == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 20, "{limited} of 30 limited");
+    // The probes are not charged.
+    assert_eq!(
+        api.call(None, "GET", "sys/health", Value::Null).await.0,
+        200
+    );
+    let create = |meta: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                Some(ROOT),
+                "POST",
+                "auth/token/create",
+                json!({"policies": ["app"], "ttl": "1h", "meta": meta}),
+            )
+            .await
+            .0
+        }
+    };
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    assert_eq!(create(Value::Object(many)).await, 400);
+    assert_eq!(create(json!({"k": "v".repeat(513)})).await, 400);
+    assert_eq!(create(json!({"team": "billing"})).await, 200);
+}
