@@ -591,12 +591,14 @@ async fn token_lifecycle_create_lookup_renew_revoke_expire() {
         .await;
     assert_eq!(s, 404);
 
-    // Expiry: a 1-second token stops working.
+    // Expiry: a 2-second token stops working.
     let v = api
         .root(
             "POST",
             "auth/token/create",
-            json!({"policies": ["app"], "ttl": 1, "renewable": false}),
+            // Two seconds: expiry has one-second resolution, so a 1 s
+            // token made just before a second ends may be dead at once.
+            json!({"policies": ["app"], "ttl": 2, "renewable": false}),
         )
         .await;
     let short = v["auth"]["client_token"].as_str().unwrap().to_owned();
@@ -609,7 +611,7 @@ async fn token_lifecycle_create_lookup_renew_revoke_expire() {
         .await;
     assert_eq!(s, 400, "{e}");
     assert!(e["errors"][0].as_str().unwrap().contains("not renewable"));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (s, _) = api
         .call(Some(&short), "GET", "auth/token/lookup-self", Value::Null)
         .await;
