@@ -81,6 +81,18 @@ fn a_body_without_a_valid_token_is_never_read() {
     assert_eq!(got, None);
 }
 
+/// A dev server with an audit file (and `extra`), its log's path, a client,
+/// and a key `k`.
+async fn audited_server(extra: &[&str]) -> (common::Server, std::path::PathBuf, Api) {
+    let log = common::tmpdir("lockbox-adversary").join("audit.log");
+    let mut args = vec!["--audit-file", log.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let srv = dev_server(&args);
+    let api = Api::new(&srv.addr, ROOT);
+    api.root("POST", "transit/keys/k", json!({})).await;
+    (srv, log, api)
+}
+
 fn audit_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -94,16 +106,7 @@ fn audit_lines(path: &std::path::Path) -> Vec<Value> {
 /// at most 256 bytes of any caller-chosen name, with a hash of the rest.
 #[tokio::test]
 async fn long_names_cannot_fill_the_audit_log() {
-    let dir = common::tmpdir("lockbox-adversary");
-    let log = dir.join("audit.log");
-    let srv = dev_server(&[
-        "--audit-file",
-        log.to_str().unwrap(),
-        "--unauthenticated-rate-limit",
-        "0",
-    ]);
-    let api = Api::new(&srv.addr, ROOT);
-    api.root("POST", "transit/keys/k", json!({})).await;
+    let (_srv, log, api) = audited_server(&["--unauthenticated-rate-limit", "0"]).await;
     let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let long = "a".repeat(60_000);
     for _ in 0..50 {
@@ -144,16 +147,7 @@ async fn long_names_cannot_fill_the_audit_log() {
 /// valid token from the same address is served as usual.
 #[tokio::test]
 async fn unauthenticated_floods_are_cut_off_per_address() {
-    let dir = common::tmpdir("lockbox-adversary");
-    let log = dir.join("audit.log");
-    let srv = dev_server(&[
-        "--audit-file",
-        log.to_str().unwrap(),
-        "--unauthenticated-rate-limit",
-        "5",
-    ]);
-    let api = Api::new(&srv.addr, ROOT);
-    api.root("POST", "transit/keys/k", json!({})).await;
+    let (_srv, log, api) = audited_server(&["--unauthenticated-rate-limit", "5"]).await;
     let mut statuses = Vec::new();
     for i in 0..60 {
         let token = if i % 2 == 0 { None } else { Some("lbs.wrong") };

@@ -7,67 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::Api;
 use serde_json::{json, Value};
 
 const ROOT: &str = "root-token-for-authz";
-
-struct Api {
-    http: reqwest::Client,
-    addr: String,
-}
-
-impl Api {
-    fn new(addr: &str) -> Self {
-        Api {
-            http: reqwest::Client::new(),
-            addr: addr.to_owned(),
-        }
-    }
-
-    async fn call(
-        &self,
-        token: Option<&str>,
-        method: &str,
-        path: &str,
-        body: Value,
-    ) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self.http.request(m, format!("{}/v1/{path}", self.addr));
-        if let Some(t) = token {
-            r = r.header("X-Vault-Token", t);
-        }
-        if !body.is_null() {
-            r = r.json(&body);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            // Prometheus metrics are text; everything else is JSON.
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
-    }
-
-    async fn root(&self, method: &str, path: &str, body: Value) -> Value {
-        let (s, v) = self.call(Some(ROOT), method, path, body).await;
-        assert!(s < 300, "{method} {path}: {s} {v}");
-        v
-    }
-
-    async fn token(&self, policies: &[&str]) -> String {
-        let v = self
-            .root(
-                "POST",
-                "auth/token/create",
-                json!({"policies": policies, "ttl": "1h"}),
-            )
-            .await;
-        v["auth"]["client_token"].as_str().unwrap().to_owned()
-    }
-}
 
 fn dev_server(extra: &[&str]) -> common::Server {
     let mut args = vec!["--dev", "--dev-root-token", ROOT];
@@ -78,7 +21,7 @@ fn dev_server(extra: &[&str]) -> common::Server {
 #[tokio::test]
 async fn authorization_matrix_has_no_escapes() {
     let srv = dev_server(&[]);
-    let api = Api::new(&srv.addr);
+    let api = Api::new(&srv.addr, ROOT);
     for (name, ty) in [
         ("app-1", "aes256-gcm96"),
         ("db-1", "aes256-gcm96"),
@@ -507,7 +450,7 @@ async fn authorization_matrix_has_no_escapes() {
 #[tokio::test]
 async fn token_lifecycle_create_lookup_renew_revoke_expire() {
     let srv = dev_server(&[]);
-    let api = Api::new(&srv.addr);
+    let api = Api::new(&srv.addr, ROOT);
     api.root("POST", "transit/keys/app-1", json!({})).await;
     let v = api
         .root(
@@ -637,7 +580,7 @@ async fn token_lifecycle_create_lookup_renew_revoke_expire() {
 #[tokio::test]
 async fn a_tenant_token_never_reaches_another_tenant() {
     let srv = dev_server(&[]);
-    let api = Api::new(&srv.addr);
+    let api = Api::new(&srv.addr, ROOT);
     for t in ["acme", "globex"] {
         api.root(
             "PUT",
@@ -722,7 +665,7 @@ async fn a_tenant_token_never_reaches_another_tenant() {
 #[tokio::test]
 async fn tokens_cannot_grant_more_than_they_have() {
     let srv = dev_server(&[]);
-    let api = Api::new(&srv.addr);
+    let api = Api::new(&srv.addr, ROOT);
     // A delegating policy: may create tokens, but without sudo.
     api.root(
         "PUT",
@@ -767,7 +710,7 @@ async fn tokens_cannot_grant_more_than_they_have() {
 #[tokio::test]
 async fn policies_crud_and_bad_policies() {
     let srv = dev_server(&[]);
-    let api = Api::new(&srv.addr);
+    let api = Api::new(&srv.addr, ROOT);
     let hcl = "path \"transit/encrypt/x\" {\n  capabilities = [\"update\"]\n}\n";
     let (s, _) = api
         .call(
@@ -863,7 +806,7 @@ async fn policies_crud_and_bad_policies() {
 #[tokio::test]
 async fn per_token_rate_limit_answers_429() {
     let srv = dev_server(&["--token-rate-limit", "20"]);
-    let api = Api::new(&srv.addr);
+    let api = Api::new(&srv.addr, ROOT);
     let slow = {
         let v = api
             .root(

@@ -9,57 +9,20 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `lockbox serve --dev` whose process id the test needs; killed on drop.
-struct Srv {
-    child: Child,
-    listen: String,
-}
-
-impl Drop for Srv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra: &[&str]) -> Srv {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lockbox"));
-    common::clean_env(&mut c)
-        .args(["serve", "--dev", "--dev-root-token", "lim-root", "--listen"])
-        .arg(&listen)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = c.spawn().unwrap();
-    let mut s = Srv { child, listen };
+/// A `lockbox serve --dev` with `extra`, once it answers (a bare connect
+/// could be closed at a limit).
+fn start(extra: &[&str]) -> common::Server {
+    let mut args = vec!["--dev", "--dev-root-token", "lim-root"];
+    args.extend_from_slice(extra);
+    let s = common::start(&args, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    // Up once it answers (a bare connect could be closed at a limit).
-    while health(&s.listen).is_none() {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            panic!("lockbox serve {extra:?} exited: {st}");
-        }
+    while health(s.host()).is_none() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     s
-}
-
-impl Srv {
-    /// Open file descriptors of the server process.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
-    }
 }
 
 fn connect(addr: &str) -> TcpStream {
@@ -144,7 +107,7 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
 #[test]
 fn a_client_trickling_its_headers_is_cut_off() {
     let s = start(&["--header-read-timeout", "1s", "--idle-timeout", "30s"]);
-    let mut c = connect(&s.listen);
+    let mut c = connect(s.host());
     c.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: lockbox\r\n")
         .unwrap();
     // One header byte every 200 ms: never a complete head.
@@ -169,13 +132,13 @@ fn a_client_trickling_its_headers_is_cut_off() {
         "cut off before the timeout: {closed:?}"
     );
     // The server itself is fine.
-    assert_eq!(health(&s.listen), Some(200));
+    assert_eq!(health(s.host()), Some(200));
 }
 
 #[test]
 fn an_idle_kept_alive_connection_is_closed() {
     let s = start(&["--idle-timeout", "1s", "--header-read-timeout", "10s"]);
-    let mut c = connect(&s.listen);
+    let mut c = connect(s.host());
     for _ in 0..2 {
         c.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: lockbox\r\n\r\n")
             .unwrap();
@@ -204,7 +167,7 @@ fn connections_beyond_the_limit_are_refused_and_fds_stay_bounded() {
         "1s",
     ]);
     let before = s.fds();
-    let mut idle: Vec<TcpStream> = (0..200).map(|_| connect(&s.listen)).collect();
+    let mut idle: Vec<TcpStream> = (0..200).map(|_| connect(s.host())).collect();
     // While they are open: never more descriptors than the limit allows
     // (a little slack for the store and the runtime).
     let mut peak = 0;
@@ -229,7 +192,7 @@ fn connections_beyond_the_limit_are_refused_and_fds_stay_bounded() {
     // Once the idle ones time out, a health check gets through.
     let t0 = Instant::now();
     let answered = loop {
-        if let Some(code) = health(&s.listen) {
+        if let Some(code) = health(s.host()) {
             break code;
         }
         assert!(
@@ -260,7 +223,7 @@ fn a_request_slower_than_the_request_timeout_gets_a_json_error() {
         "1s",
     ]);
     // The head arrives at once, the body one byte every 100 ms.
-    let mut c = connect(&s.listen);
+    let mut c = connect(s.host());
     c.write_all(
         b"PUT /v1/sys/unseal HTTP/1.1\r\nHost: lockbox\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
     )
@@ -305,7 +268,7 @@ fn a_request_slower_than_the_request_timeout_gets_a_json_error() {
         "--idle-timeout",
         "1s",
     ]);
-    let mut c = connect(&s.listen);
+    let mut c = connect(s.host());
     c.write_all(
         b"POST /v1/transit/keys/up HTTP/1.1\r\nHost: lockbox\r\nX-Vault-Token: lim-root\r\nContent-Length: 0\r\n\r\n",
     )
@@ -360,10 +323,10 @@ fn one_address_cannot_take_every_connection() {
         "--idle-timeout",
         "60s",
     ]);
-    let idle: Vec<TcpStream> = (0..60).map(|_| connect(&srv.listen)).collect();
+    let idle: Vec<TcpStream> = (0..60).map(|_| connect(srv.host())).collect();
     std::thread::sleep(Duration::from_millis(300));
     // 127.0.0.1 is at its cap, yet 127.0.0.2 is served at once...
-    assert_eq!(health_from("127.0.0.2", &srv.listen), Some(200));
+    assert_eq!(health_from("127.0.0.2", srv.host()), Some(200));
     // ...and the server keeps only the capped ones open.
     assert!(srv.fds() < 10 + 30, "{} descriptors", srv.fds());
     drop(idle);

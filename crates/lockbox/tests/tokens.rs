@@ -17,37 +17,16 @@ const ROOT: &str = "root-token-for-tokens";
 /// 32 days, the default system maximum TTL (Vault's `max_lease_ttl`).
 const SYSTEM_MAX: i64 = 32 * 86_400;
 
-struct Api {
-    http: reqwest::Client,
-    addr: String,
-}
+/// The shared client, with a token always given and this file's helpers.
+struct Api(common::Api);
 
 impl Api {
     fn new(addr: &str) -> Self {
-        Api {
-            http: reqwest::Client::new(),
-            addr: addr.to_owned(),
-        }
+        Api(common::Api::new(addr, ROOT))
     }
 
     async fn call(&self, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self
-            .http
-            .request(m, format!("{}/v1/{path}", self.addr))
-            .header("X-Vault-Token", token);
-        if !body.is_null() {
-            r = r.json(&body);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
+        self.0.call(Some(token), method, path, body).await
     }
 
     /// A call that must succeed.

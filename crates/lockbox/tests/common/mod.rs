@@ -20,6 +20,20 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// `127.0.0.1:PORT`, for raw sockets.
+    pub fn host(&self) -> &str {
+        self.addr.trim_start_matches("http://")
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+}
+
 /// Variables a test's environment must not leak into the processes it starts.
 pub const LOCKBOX_VARS: [&str; 15] = [
     "LOCKBOX_MAX_CONNECTIONS_PER_ADDRESS",
