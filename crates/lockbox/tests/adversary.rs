@@ -15,9 +15,7 @@ use serde_json::{json, Value};
 const ROOT: &str = "root-token-for-adversary";
 
 fn dev_server(extra: &[&str]) -> common::Server {
-    let mut args = vec!["--dev", "--dev-root-token", ROOT];
-    args.extend_from_slice(extra);
-    common::start(&args, &[])
+    common::dev(ROOT, extra, &[])
 }
 
 fn host(addr: &str) -> &str {

@@ -68,9 +68,7 @@ impl Api {
 }
 
 fn dev_server(extra: &[&str], env: &[(&str, &str)]) -> common::Server {
-    let mut args = vec!["--dev", "--dev-root-token", ROOT];
-    args.extend_from_slice(extra);
-    common::start(&args, env)
+    common::dev(ROOT, extra, env)
 }
 
 fn lease(v: &Value) -> i64 {

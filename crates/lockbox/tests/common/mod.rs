@@ -135,6 +135,14 @@ pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
     s
 }
 
+/// `lockbox serve --dev` with the root token `root`, `extra` flags and
+/// `env`.
+pub fn dev(root: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut args = vec!["--dev", "--dev-root-token", root];
+    args.extend_from_slice(extra);
+    start(&args, env)
+}
+
 /// Root of the workspace.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
