@@ -760,7 +760,22 @@ impl Engine {
             child.parent = None;
             let b = serde_json::to_vec(&child).map_err(|e| EngineError::Internal(e.to_string()))?;
             store.meta_put(&key, &b).await?;
-            if let Some(h) = key.strip_prefix("token/").and_then(|x| hex_decode(x).ok()) {
+            let h = key.strip_prefix("token/").and_then(|x| hex_decode(x).ok());
+            // A child revoked between the list and the write must stay
+            // revoked: its accessor is gone then, so delete it again (as
+            // `renew_accessor` does; `revoke_accessor` deletes twice).
+            if store
+                .meta_get(&format!("accessor/{}", child.accessor))
+                .await?
+                .is_none()
+            {
+                store.meta_delete(&key).await?;
+                if let Some(h) = h {
+                    self.cache_token(&h, None)?;
+                }
+                continue;
+            }
+            if let Some(h) = h {
                 self.cache_token(&h, Some(Arc::new(child)))?;
             }
         }

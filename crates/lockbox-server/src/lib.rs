@@ -53,8 +53,10 @@ pub struct ServerConfig {
     /// Whether clients reach this server over TLS (adds HSTS).
     pub tls: bool,
     /// Requests per second from one client address that carry no valid
-    /// token (0 = unlimited). Beyond it: 429, without a token lookup and
-    /// without an audit entry. Default 100 (burst of one second's worth).
+    /// token (0 = unlimited). Beyond it: 429 and no audit entry (a request
+    /// without any token is refused before a lookup; valid tokens from the
+    /// address are served as usual). Default 100 (burst of one second's
+    /// worth).
     pub unauthenticated_rate_limit: u32,
     /// How long a client has to send a request's line and headers: from
     /// the moment a new connection is ready, or from the first byte of the
@@ -74,7 +76,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most connections open at once from one client address; beyond it
     /// that address's new connections are closed at once, so one client
-    /// cannot take every slot. Default 256.
+    /// cannot take every slot. Default 1024.
     pub max_connections_per_address: u32,
 }
 
@@ -95,7 +97,7 @@ impl Default for ServerConfig {
             request_timeout: std::time::Duration::from_secs(90),
             tls_handshake_timeout: std::time::Duration::from_secs(10),
             max_connections: 4096,
-            max_connections_per_address: 256,
+            max_connections_per_address: 1024,
         }
     }
 }
@@ -498,12 +500,22 @@ async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<(), ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {limit} bytes"),
-        )
-    })?;
+    // Bounded in time too: a handler left to finish after the request
+    // timeout must not wait forever on a client that stopped sending.
+    let bytes = tokio::time::timeout(cfg.request_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes"),
+            )
+        })?;
     r.parse_body(cfg, &bytes)
 }
 
@@ -631,7 +643,14 @@ async fn audit_entry(
         kind: "request",
         time: lockbox_engine::now(),
         request_id: rid.to_owned(),
-        method: method.as_str().to_owned(),
+        // A method is whatever the client sends (any length): the known
+        // ones as they are, any other as OTHER.
+        method: match method.as_str() {
+            m @ ("GET" | "POST" | "PUT" | "DELETE" | "LIST" | "HEAD" | "PATCH" | "OPTIONS") => {
+                m.to_owned()
+            }
+            _ => "OTHER".to_owned(),
+        },
         operation: bounded(&op.operation),
         mount: op.mount.as_deref().map(bounded),
         key: op.key.as_deref().map(bounded),

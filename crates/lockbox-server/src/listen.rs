@@ -408,30 +408,35 @@ async fn serve_io<I>(
         req.extensions_mut().insert(ConnectInfo(peer));
         let fut = hyper::service::Service::call(&app, req);
         let slot = slot.clone();
-        // Own task: on timeout the client is answered and the handler is
-        // left to finish (and audit) what it started.
-        let task = tokio::spawn(async move {
+        let mut handler = Box::pin(async move {
             let _slot = slot;
             fut.await
         });
         let busy = Busy::enter(&clock);
         async move {
             let _busy = busy;
-            let resp = match tokio::time::timeout(lim.request, task).await {
-                Ok(Ok(Ok(r))) => r,
-                Ok(Ok(Err(never))) => match never {},
-                Ok(Err(_)) => closing(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error",
-                )),
-                Err(_) => closing(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "the request was not handled within {}s (the server's request timeout); \
-                         it may still complete",
-                        lim.request.as_secs_f64()
-                    ),
-                )),
+            let deadline = tokio::time::sleep(lim.request);
+            tokio::pin!(deadline);
+            // Polled here (no task per request); past the timeout the client
+            // is answered and the handler moves to a task of its own, left
+            // to finish (and audit) what it started — never cut halfway.
+            let resp = tokio::select! {
+                biased;
+                r = &mut handler => match r {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+                () = &mut deadline => {
+                    tokio::spawn(handler);
+                    closing(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the request was not handled within {}s (the server's request timeout); \
+                             it may still complete",
+                            lim.request.as_secs_f64()
+                        ),
+                    ))
+                }
             };
             Ok::<Response<Body>, Infallible>(resp)
         }

@@ -90,7 +90,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "LOCKBOX_MAX_CONNECTIONS_PER_ADDRESS",
-        default_value_t = 256,
+        default_value_t = 1024,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_connections_per_address: u32,
@@ -102,7 +102,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LOCKBOX_MAX_TOKEN_TTL", default_value = "768h")]
     max_token_ttl: String,
     /// Requests per second from one client address without a valid token
-    /// (0 = unlimited); over it: 429, no token lookup, no audit entry.
+    /// (0 = unlimited); over it: 429 and no audit entry (valid tokens are served as usual).
     #[arg(
         long,
         env = "LOCKBOX_UNAUTHENTICATED_RATE_LIMIT",

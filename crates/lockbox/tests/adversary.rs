@@ -141,7 +141,7 @@ async fn long_names_cannot_fill_the_audit_log() {
 }
 
 /// Unauthenticated requests are limited per client address: past the
-/// budget they get 429 without a token lookup or an audit entry, while a
+/// budget they get 429 and leave no audit entry, while a
 /// valid token from the same address is served as usual.
 #[tokio::test]
 async fn unauthenticated_floods_are_cut_off_per_address() {
@@ -496,4 +496,29 @@ async fn unseal_is_charged_and_token_meta_is_bounded() {
     assert_eq!(create(Value::Object(many)).await, 400);
     assert_eq!(create(json!({"k": "v".repeat(513)})).await, 400);
     assert_eq!(create(json!({"team": "billing"})).await, 200);
+}
+
+/// Found by the second attack: the HTTP method went into audit entries
+/// at full length (a 380 KB method, refused 403, wrote 160 KB of log).
+#[tokio::test]
+async fn a_huge_method_is_audited_as_other() {
+    use std::io::{Read, Write};
+    let (srv, log, _api) = audited_server(&["--unauthenticated-rate-limit", "0"]).await;
+    let method = "X".repeat(100_000);
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(host(&srv.addr)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "{method} /v1/transit/keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size < 20_000, "{size} bytes of audit");
+    let lines = audit_lines(&log);
+    assert!(lines.iter().any(|l| l["method"] == "OTHER"), "{lines:?}");
 }

@@ -742,3 +742,59 @@ async fn two_servers_one_postgres_a_revoked_parent_kills_children_everywhere() {
         .await
         .unwrap();
 }
+
+/// Found by the second attack: children revoked while their parent was
+/// being `revoke-orphan`ed came back to life (the orphaning rewrote rows
+/// it had listed before their revocation), and could not be revoked again.
+#[tokio::test]
+async fn children_revoked_during_revoke_orphan_stay_revoked() {
+    // Each dead child's check is a request without a valid token.
+    let srv = dev_server(&["--unauthenticated-rate-limit", "0"], &[]);
+    let api = Api::new(&srv.addr);
+    api.policy(
+        "maker",
+        r#"path "auth/token/create" { capabilities = ["update"] }
+           path "transit/*" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (parent, parent_acc, _) = api
+        .create(
+            ROOT,
+            "auth/token/create",
+            json!({"policies": ["maker"], "ttl": "1h"}),
+        )
+        .await;
+    let mut children = Vec::new();
+    for _ in 0..150 {
+        let (t, a, _) = api
+            .create(
+                &parent,
+                "auth/token/create",
+                json!({"policies": ["maker"], "ttl": "1h"}),
+            )
+            .await;
+        children.push((t, a));
+    }
+    // The orphaning and the children's revocations at the same moment.
+    let spawn = |path: &'static str, accessor: String| {
+        let api = common::Api::new(&srv.addr, ROOT);
+        tokio::spawn(async move {
+            api.call(Some(ROOT), "POST", path, json!({"accessor": accessor}))
+                .await
+        })
+    };
+    let orphan = spawn("auth/token/revoke-orphan", parent_acc);
+    let revokes: Vec<_> = children
+        .iter()
+        .map(|(_, a)| spawn("auth/token/revoke-accessor", a.clone()))
+        .collect();
+    let o = orphan.await.unwrap();
+    assert_eq!(o.0, 204, "{}", o.1);
+    for r in revokes {
+        let (s, v) = r.await.unwrap();
+        assert_eq!(s, 204, "{v}");
+    }
+    for (t, _) in &children {
+        assert_eq!(api.status_of_lookup_self(t).await, 403);
+    }
+}
