@@ -251,13 +251,18 @@ pub(crate) async fn authorize_body(
                 }
                 // A mount's key (`m2/k`) never makes native ciphertexts: a
                 // header naming one is forged, and refused without naming it.
-                if let Ok(k) = st.engine.native_key_name(ct).await {
-                    if !lockbox_engine::is_key_name(&k) && z.acl.is_some() {
+                // A key id that names no key is refused like a foreign one
+                // (to anyone but root): which ids exist is not told.
+                match st.engine.native_key_name(ct).await {
+                    Ok(k) if lockbox_engine::is_key_name(&k) || z.acl.is_none() => {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                    Err(lockbox_engine::EngineError::KeyNotFound(_)) | Ok(_) if z.acl.is_some() => {
                         return Err(denied());
                     }
-                    if !keys.contains(&k) {
-                        keys.push(k);
-                    }
+                    Ok(_) | Err(_) => {}
                 }
             }
         }

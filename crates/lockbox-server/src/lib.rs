@@ -324,6 +324,10 @@ pub(crate) struct Req {
     /// The keys named in the body (or in its ciphertexts) that were
     /// authorized: the handler uses no other.
     pub(crate) keys: Vec<String>,
+    /// Whether every authorization check passed and checked something (a
+    /// native decrypt naming no key checks nothing): only then do its
+    /// failures count towards the decryption-failure alert.
+    pub(crate) authorized: bool,
 }
 
 fn depth(v: &Value) -> usize {
@@ -355,6 +359,7 @@ impl Req {
             body: Map::new(),
             authz: None,
             keys: Vec::new(),
+            authorized: false,
         })
     }
 
@@ -560,6 +565,9 @@ async fn serve_request(
     auth::authorize_route(&z, &r.segments, &m)?;
     read_body(r, &st.cfg, body, st.cfg.max_body_bytes).await?;
     r.keys = auth::authorize_body(st, &z, r, &m).await?;
+    // A native decrypt whose ciphertexts name no key was checked against
+    // nothing: what it fails at is no evidence of failing decryptions.
+    r.authorized = m.route.body_keys != routes::BodyKeys::Ciphertexts || !r.keys.is_empty();
     dispatch(st, r).await
 }
 
@@ -711,7 +719,8 @@ async fn finish(
         }
     };
     let key_in_body = r.and_then(Req::named_key);
-    let op = metrics::classify(seg, method.as_str(), key_in_body.as_deref());
+    let mut op = metrics::classify(seg, method.as_str(), key_in_body.as_deref());
+    op.authorized = r.is_some_and(|r| r.authorized);
     let status = resp.status();
     let items = r
         .and_then(|r| r.body.get("batch_input"))

@@ -18,6 +18,9 @@ pub(crate) struct Op {
     pub(crate) operation: String,
     pub(crate) mount: Option<String>,
     pub(crate) key: Option<String>,
+    /// Whether the request passed authorization (its token, the route's
+    /// ACL check and every key it names).
+    pub(crate) authorized: bool,
 }
 
 /// Operations whose names are known (others are reported as `other`, so
@@ -272,8 +275,11 @@ impl Metrics {
             name,
             "decrypt" | "lockbox.decrypt" | "lockbox.records.decrypt"
         );
-        // Client mistakes that are not decryptions (403, 404...) do not count.
-        let failed = is_decrypt && status == StatusCode::BAD_REQUEST;
+        // Client mistakes that are not decryptions (403, 404...) do not
+        // count, nor does anything a request sent before it was authorized
+        // (a token with no rights must not be able to raise, or mute, the
+        // decryption-failure alert).
+        let failed = is_decrypt && status == StatusCode::BAD_REQUEST && op.authorized;
         if !is_decrypt || !(status.is_success() || failed) {
             return None;
         }
