@@ -83,6 +83,11 @@ pub struct TokenInfo {
     /// before parents were recorded. Never shown to callers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The rate-limited ancestors whose budgets this token's requests also
+    /// draw from: (accessor, requests per second as enforced on it). So
+    /// children share their parent's rate rather than multiply it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_limits: Vec<(String, u32)>,
 }
 
 impl TokenInfo {
@@ -413,6 +418,7 @@ impl Engine {
         // past the parent's expiry.
         let mut explicit_max_ttl = req.explicit_max_ttl.min(sys_max);
         let mut rate_limit = req.rate_limit;
+        let mut shared_limits = Vec::new();
         let parent_accessor = match parent {
             None => None,
             Some(p) => {
@@ -444,6 +450,10 @@ impl Engine {
                         ));
                         expire = bound;
                     }
+                }
+                if p.rate_limit > 0 && !p.token.is_root() {
+                    shared_limits.clone_from(&p.token.shared_limits);
+                    shared_limits.push((p.token.accessor.clone(), p.rate_limit));
                 }
                 if p.rate_limit > 0 {
                     if rate_limit == 0 {
@@ -487,6 +497,7 @@ impl Engine {
             meta: req.meta.clone(),
             rate_limit,
             parent: parent_accessor,
+            shared_limits,
         };
         let h = hex_encode(&self.token_hash(&token)?);
         let body = serde_json::to_vec(&info).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -677,6 +688,7 @@ impl Engine {
                     meta: BTreeMap::new(),
                     rate_limit: 0,
                     parent: None,
+                    shared_limits: Vec::new(),
                 })
             });
             return Ok(Some(root.clone()));

@@ -140,7 +140,14 @@ pub(crate) async fn authenticate(
     } else {
         st.cfg.token_rate_limit
     };
-    if !st.auth.take(&info.accessor, rate) {
+    // Its own budget, then each limited ancestor's: a parent's rate is
+    // shared by all it made, not multiplied.
+    let within = st.auth.take(&info.accessor, rate)
+        && info
+            .shared_limits
+            .iter()
+            .all(|(acc, r)| st.auth.take(acc, *r));
+    if !within {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate limit exceeded for this token",

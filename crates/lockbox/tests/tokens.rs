@@ -123,6 +123,8 @@ async fn a_child_never_outlives_or_outruns_its_parent() {
         .await;
     assert!(lease(&v) <= 60, "{v}");
     assert!(v["auth"]["orphan"] == json!(false), "{v}");
+    // The child shares its parent's budget, which the creations spent.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let me = api.lookup_self(&child).await;
     assert!(me["ttl"].as_i64().unwrap() <= 60, "{me}");
     assert_eq!(me["rate_limit"], 2, "{me}");
@@ -797,4 +799,64 @@ async fn children_revoked_during_revoke_orphan_stay_revoked() {
     for (t, _) in &children {
         assert_eq!(api.status_of_lookup_self(t).await, 403);
     }
+}
+
+/// Found by the second attack: each child had its own bucket at its
+/// parent's rate, so 20 children of a 5/s parent made 100 requests a
+/// second. Children now also draw from their limited ancestors' buckets.
+#[tokio::test]
+async fn children_share_their_parents_rate_instead_of_multiplying_it() {
+    let srv = dev_server(&[], &[]);
+    let api = Api::new(&srv.addr);
+    api.policy(
+        "maker",
+        r#"path "auth/token/create" { capabilities = ["update"] }
+           path "transit/*" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (parent, _, _) = api
+        .create(
+            ROOT,
+            "auth/token/create",
+            json!({"policies": ["maker"], "ttl": "1h", "rate_limit": 5}),
+        )
+        .await;
+    let mut children = Vec::new();
+    for _ in 0..10 {
+        // One child a second: the parent's own budget pays for making them.
+        let (s, v) = api
+            .call(
+                &parent,
+                "POST",
+                "auth/token/create",
+                json!({"policies": ["maker"], "ttl": "1h"}),
+            )
+            .await;
+        if s == 429 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        assert_eq!(s, 200, "{v}");
+        children.push(v["auth"]["client_token"].as_str().unwrap().to_owned());
+    }
+    assert!(children.len() >= 3, "{} children", children.len());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t0 = Instant::now();
+    let mut served = 0;
+    for i in 0..40 {
+        let t = &children[i % children.len()];
+        let (s, _) = api.call(t, "POST", "transit/random/8", json!({})).await;
+        if s == 200 {
+            served += 1;
+        } else {
+            assert_eq!(s, 429);
+        }
+    }
+    // The parent's 5 per second (a burst of 5, plus what refills meanwhile).
+    let allowed = 5.0 + 5.0 * t0.elapsed().as_secs_f64();
+    assert!(
+        f64::from(served) <= allowed + 1.0,
+        "{served} served in {:?}",
+        t0.elapsed()
+    );
 }
