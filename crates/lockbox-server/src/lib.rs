@@ -539,9 +539,12 @@ async fn serve_request(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     if is_public(&r.segments, &r.method, r.list) {
-        // The probes are free; init and unseal (writes, audited) are
-        // charged like any request without a token.
-        if matches!(r.method, Method::PUT | Method::POST) {
+        // The probes are free; init and unseal (writes, audited) and the
+        // OpenAPI document (180 KB) are charged like any request without
+        // a token.
+        if matches!(r.method, Method::PUT | Method::POST)
+            || r.segments.first().is_some_and(|s| s == "openapi.json")
+        {
             auth::charge_unauthenticated(st, peer)?;
         }
         read_body(r, &st.cfg, body, PUBLIC_BODY_LIMIT).await?;
@@ -858,12 +861,16 @@ async fn dispatch(st: &AppState, r: &Req) -> ApiResult {
                     ))
                 }
             };
-            let data = match r.body.get("data") {
-                None | Some(Value::Null) => json!({}),
-                Some(v @ Value::Object(_)) => v.clone(),
+            let mut data = match r.body.get("data") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) => event_data(m)?,
                 Some(_) => return Err(ApiError::bad("data must be an object")),
             };
-            st.events.emit(kind, data).await;
+            // Who reported it: the entry cannot pass for another's.
+            if let Some(z) = &r.authz {
+                data.insert("reported_by".into(), Value::from(z.token.accessor.clone()));
+            }
+            st.events.emit(kind, Value::Object(data)).await;
             no_content()
         }
         ["auth", "token", rest @ ..] => auth::token(st, r, rest).await,
@@ -885,6 +892,40 @@ async fn dispatch(st: &AppState, r: &Req) -> ApiResult {
         ["lockbox", rest @ ..] => transit::native(st, r, rest).await,
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unsupported path")),
     }
+}
+
+/// A caller's event data as it may enter the audit log: at most 16
+/// fields of short names and scalar values (4 KiB in all), none of the
+/// names the entry itself uses.
+fn event_data(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    const RESERVED: [&str; 11] = [
+        "type",
+        "event",
+        "time",
+        "seq",
+        "seg",
+        "mac",
+        "accessor",
+        "role",
+        "request_id",
+        "reported_by",
+        "key",
+    ];
+    let bad = || {
+        ApiError::bad(
+            "data: at most 16 fields, names of 1 to 64 characters (not type, event, time, seq, seg, mac, accessor, role, request_id, reported_by or key), values strings, numbers or booleans, 4096 bytes in all",
+        )
+    };
+    if m.len() > 16 || Value::Object(m.clone()).to_string().len() > 4096 {
+        return Err(bad());
+    }
+    for (k, v) in m {
+        let scalar = matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        if k.is_empty() || k.len() > 64 || RESERVED.contains(&k.as_str()) || !scalar {
+            return Err(bad());
+        }
+    }
+    Ok(m.clone())
 }
 
 fn now_rfc3339() -> String {

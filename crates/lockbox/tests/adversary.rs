@@ -567,3 +567,37 @@ async fn a_token_without_rights_cannot_raise_the_failure_alert() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("DECRYPTION_FAILURE_RATE_HIGH"));
 }
+
+/// Found by the second attack: `sys/events` wrote the caller's data into
+/// the audit log unbounded, with fields such as `accessor` that made the
+/// entry look like another token's. Data is bounded, reserved names are
+/// refused, and the entry names who reported it.
+#[tokio::test]
+async fn reported_events_are_bounded_and_signed_by_their_reporter() {
+    let (_srv, log, api) = audited_server(&[]).await;
+    let ev = |data: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                Some(ROOT),
+                "POST",
+                "sys/events",
+                json!({"event": "REENCRYPTION_STARTED", "data": data}),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(ev(json!({"accessor": "someone-else"})).await, 400);
+    assert_eq!(ev(json!({"table": "x".repeat(5000)})).await, 400);
+    assert_eq!(ev(json!({"nested": {"a": 1}})).await, 400);
+    assert_eq!(ev(json!({"table": "users", "rows": 10})).await, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = audit_lines(&log);
+    let e = lines
+        .iter()
+        .find(|l| l["event"] == "REENCRYPTION_STARTED")
+        .unwrap();
+    assert_eq!(e["table"], "users");
+    assert_eq!(e["reported_by"], "root");
+}
