@@ -552,12 +552,20 @@ impl<I> Watched<I> {
         let Some(deadline) = lock(&self.clock).read_deadline(&self.lim) else {
             return Poll::Pending;
         };
-        if self.read_timer.deadline() != deadline {
+        // The deadline moves later with every request; moving the timer
+        // each time costs a timer-wheel update per request. It is moved
+        // earlier at once, and later only once it fires too soon.
+        if deadline < self.read_timer.deadline() {
             self.read_timer.as_mut().reset(deadline);
         }
-        match self.read_timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Self::timed_out("read"))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match self.read_timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= deadline => {
+                    return Poll::Ready(Err(Self::timed_out("read")))
+                }
+                Poll::Ready(()) => self.read_timer.as_mut().reset(deadline),
+            }
         }
     }
 
