@@ -895,10 +895,12 @@ async fn dispatch(st: &AppState, r: &Req) -> ApiResult {
 }
 
 /// A caller's event data as it may enter the audit log: at most 16
-/// fields of short names and scalar values (4 KiB in all), none of the
-/// names the entry itself uses.
+/// fields of short names whose values are scalars, null or lists of
+/// scalars (4 KiB in all), none of the names that say who or where an
+/// entry is (`accessor`, `role`, `request_id`, `reported_by`, the chain's
+/// own fields).
 fn event_data(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
-    const RESERVED: [&str; 11] = [
+    const RESERVED: [&str; 10] = [
         "type",
         "event",
         "time",
@@ -909,19 +911,22 @@ fn event_data(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         "role",
         "request_id",
         "reported_by",
-        "key",
     ];
     let bad = || {
         ApiError::bad(
-            "data: at most 16 fields, names of 1 to 64 characters (not type, event, time, seq, seg, mac, accessor, role, request_id, reported_by or key), values strings, numbers or booleans, 4096 bytes in all",
+            "data: at most 16 fields, names of 1 to 64 characters (not type, event, time, seq, seg, mac, accessor, role, request_id or reported_by), values strings, numbers, booleans, null or lists of those, 4096 bytes in all",
         )
     };
     if m.len() > 16 || Value::Object(m.clone()).to_string().len() > 4096 {
         return Err(bad());
     }
+    let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
     for (k, v) in m {
-        let scalar = matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
-        if k.is_empty() || k.len() > 64 || RESERVED.contains(&k.as_str()) || !scalar {
+        let ok = match v {
+            Value::Array(a) => a.iter().all(scalar),
+            v => scalar(v),
+        };
+        if k.is_empty() || k.len() > 64 || RESERVED.contains(&k.as_str()) || !ok {
             return Err(bad());
         }
     }
