@@ -476,13 +476,22 @@ impl Engine {
         };
         let raw = SecretBytes::random(32)?;
         let token = format!("lbs.{}", b64url_encode(raw.expose_secret()));
-        let mut acc = [0u8; 18];
-        fill_random(&mut acc)?;
+        // An accessor is typed on command lines: one starting with `-`
+        // would read as a flag (`--accessor -nX...`), so draw again (1 in
+        // 64 draws; base64url's other characters are all safe).
+        let accessor = loop {
+            let mut acc = [0u8; 18];
+            fill_random(&mut acc)?;
+            let a = b64url_encode(&acc);
+            if !a.starts_with('-') {
+                break a;
+            }
+        };
         let mut policies = req.policies.clone();
         policies.sort();
         policies.dedup();
         let info = TokenInfo {
-            accessor: b64url_encode(&acc),
+            accessor,
             policies,
             display_name: if req.display_name.is_empty() {
                 "token".into()

@@ -238,3 +238,15 @@ async fn a_destroyed_keys_message_does_not_say_who() {
     );
     assert!(matches!(err, EngineError::KeyDestroyed { by, .. } if by.contains("acc-123")));
 }
+
+/// Accessors are typed on command lines (`--accessor X`): none starts with
+/// `-`, which would read as a flag. (A docs example failed 1 run in 64.)
+#[tokio::test]
+async fn accessors_never_start_with_a_dash() {
+    let b = backends::sqlite();
+    let (e, _root, _g) = engine_on(&b).await;
+    for _ in 0..400 {
+        let (_, info) = e.create_token(&req(60)).await.unwrap();
+        assert!(!info.accessor.starts_with('-'), "{}", info.accessor);
+    }
+}
