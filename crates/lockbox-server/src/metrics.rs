@@ -52,6 +52,8 @@ const KNOWN_OPS: &[&str] = &[
     "lockbox.records.encrypt",
     "lockbox.records.decrypt",
     "lockbox.records.search",
+    "lockbox.envelope.encrypt",
+    "lockbox.envelope.decrypt",
     "lockbox.keys.destroy",
     "lockbox.keys.restore",
     "lockbox.keys.backup",
@@ -273,7 +275,7 @@ impl Metrics {
         }
         let is_decrypt = matches!(
             name,
-            "decrypt" | "lockbox.decrypt" | "lockbox.records.decrypt"
+            "decrypt" | "lockbox.decrypt" | "lockbox.records.decrypt" | "lockbox.envelope.decrypt"
         );
         // Client mistakes that are not decryptions (403, 404...) do not
         // count, nor does anything a request sent before it was authorized

@@ -415,3 +415,36 @@ async fn auto_unseal_with_transit() {
     assert!(err.contains("unavailable"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Envelope requests were counted as operation "other": they never reached
+/// `encryption_operations_total` nor the decryption-failure alert.
+#[tokio::test]
+async fn envelope_requests_are_counted_in_metrics() {
+    let srv = common::dev("env-metrics-root", &[], &[]);
+    let api = common::Api::new(&srv.addr, "env-metrics-root");
+    api.root("POST", "transit/keys/wrap", json!({})).await;
+    let v = api
+        .root(
+            "POST",
+            "lockbox/envelope/encrypt",
+            json!({"key": "wrap", "plaintext": "aGk="}),
+        )
+        .await;
+    let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
+    api.root(
+        "POST",
+        "lockbox/envelope/decrypt",
+        json!({"key": "wrap", "ciphertext": ct}),
+    )
+    .await;
+    let (_, m) = api
+        .call(Some("env-metrics-root"), "GET", "sys/metrics", Value::Null)
+        .await;
+    let text = m.as_str().unwrap();
+    for line in [
+        "encryption_operations_total{type=\"lockbox.envelope.encrypt\",key=\"wrap\"} 1",
+        "encryption_operations_total{type=\"lockbox.envelope.decrypt\",key=\"wrap\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+}
