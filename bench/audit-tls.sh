@@ -26,6 +26,7 @@
 #                         BENCH_CONNECTIONS=32 per server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS="${BENCH_SECONDS:-5}"
 ROUNDS="${BENCH_ROUNDS:-8}"
 CONNS="${BENCH_CONNECTIONS:-32}"
@@ -74,13 +75,7 @@ start audit http --audit-file "$WORK/audit.log"
 start audit-open http --audit-file "$WORK/audit-open.log" --audit-fail-open
 start tls https --tls-cert "$WORK/tls.pem" --tls-key "$WORK/tls.key"
 
-FIELD=$(head -c 32 /dev/zero | tr '\0' 'B' | base64)
-cat > "$WORK/one.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["X-Vault-Token"] = "bench"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"plaintext":"$FIELD"}'
-LUA
+one_lua "$WORK"
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime, clock ticks
 load() { # name: one wrk against it; `times` then prints wrk's user and system time
   ( "${CLIENT_CPUS[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/one.lua" \

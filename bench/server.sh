@@ -8,6 +8,7 @@
 #   bench/server.sh            (BENCH_SECONDS=8 per point)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS="${BENCH_SECONDS:-8}"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --quiet --release -p lockbox --bin lockbox
@@ -22,13 +23,7 @@ SERVER=$!
 for _ in $(seq 100); do curl -sf "$ADDR/v1/sys/health" >/dev/null && break; sleep 0.1; done
 curl -sf -H 'X-Vault-Token: bench' -X POST "$ADDR/v1/transit/keys/bench" >/dev/null
 
-FIELD=$(head -c 32 /dev/zero | tr '\0' 'B' | base64)
-cat > "$WORK/one.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["X-Vault-Token"] = "bench"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"plaintext":"$FIELD"}'
-LUA
+one_lua "$WORK"
 python3 - "$FIELD" > "$WORK/batch.json" <<'PY'
 import json, sys
 print(json.dumps({"batch_input": [{"plaintext": sys.argv[1]} for _ in range(1000)]}))

@@ -14,6 +14,7 @@
 # Needs wrk and taskset (Debian packages wrk, util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 REV="${1:-HEAD~1}"
 SECS="${BENCH_SECONDS:-5}"
 ROUNDS="${BENCH_ROUNDS:-8}"
@@ -51,13 +52,7 @@ start() { # name binary
 start new target/release/lockbox
 start old "$BASE-target/release/lockbox"
 
-FIELD=$(head -c 32 /dev/zero | tr '\0' 'B' | base64)
-cat > "$WORK/one.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["X-Vault-Token"] = "bench"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"plaintext":"$FIELD"}'
-LUA
+one_lua "$WORK"
 load() {
   "${CLIENT_CPUS[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" -s "$WORK/one.lua" \
     "${URL[$1]}/v1/transit/encrypt/bench" > "$WORK/$1.wrk" 2>&1
