@@ -425,10 +425,8 @@ impl Engine {
                 if !p.token.is_root() {
                     // The parent as stored now (the caller's copy may be a
                     // revocation or a renewal old), and its chain.
-                    let (cur, lineage) = self
-                        .live_parent(&p.token.accessor, at)
-                        .await?
-                        .ok_or_else(|| {
+                    let (cur, lineage) =
+                        self.live_parent(&p.token.accessor).await?.ok_or_else(|| {
                             EngineError::PermissionDenied(
                                 "the parent token is no longer valid".into(),
                             )
@@ -624,22 +622,13 @@ impl Engine {
         Ok(Some(lineage))
     }
 
-    /// The token with this accessor, if it and its ancestors are alive.
-    async fn live_parent(
-        &self,
-        accessor: &str,
-        at: i64,
-    ) -> Result<Option<(Arc<TokenInfo>, Lineage)>> {
-        let Some(h) = self.accessor_hash(accessor).await? else {
-            return Ok(None);
-        };
-        let Some(cur) = self.token_by_hash(&h).await? else {
-            return Ok(None);
-        };
-        if self.expiry_of(&cur) <= at {
-            return Ok(None);
+    /// The token with this accessor, if it and its ancestors are alive (as
+    /// [`Engine::live_token`] judges every token).
+    async fn live_parent(&self, accessor: &str) -> Result<Option<(Arc<TokenInfo>, Lineage)>> {
+        match self.accessor_hash(accessor).await? {
+            Some(h) => self.live_token(&h).await,
+            None => Ok(None),
         }
-        Ok(self.lineage(&cur, at).await?.map(|l| (cur, l)))
     }
 
     /// The token stored under `hash` if it is alive: not expired, and every

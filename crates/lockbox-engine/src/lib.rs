@@ -338,11 +338,10 @@ pub fn is_key_name(part: &str) -> bool {
 /// Key names: [`is_key_name`], optionally prefixed by one `mount/`
 /// namespace (keys of extra Transit mounts).
 fn check_name(name: &str) -> Result<()> {
-    let part_ok = is_key_name;
     let ok = name.len() <= 128
         && match name.split_once('/') {
-            None => part_ok(name),
-            Some((mount, key)) => part_ok(mount) && part_ok(key),
+            None => is_key_name(name),
+            Some((mount, key)) => is_key_name(mount) && is_key_name(key),
         };
     if ok {
         Ok(())
@@ -1763,14 +1762,23 @@ impl Engine {
     /// [`EngineError::Crypto`] for a malformed header; [`EngineError::KeyNotFound`]
     /// if no key has that id.
     pub async fn native_key_name(&self, ciphertext: &str) -> Result<String> {
-        self.unsealed()?;
         let h = lockbox_core::native::inspect_text(ciphertext)?;
+        self.key_name_of_id(h.key_id).await
+    }
+
+    /// The name of the key with this key id (as native ciphertexts name
+    /// it). An unknown id reloads the keys, at most once a second.
+    ///
+    /// # Errors
+    /// [`EngineError::KeyNotFound`] if no key has that id; [`EngineError::Sealed`].
+    pub async fn key_name_of_id(&self, key_id: u32) -> Result<String> {
+        self.unsealed()?;
         let name = self
             .inner
             .by_key_id
             .read()
             .map_err(lock_err)?
-            .get(&h.key_id)
+            .get(&key_id)
             .cloned();
         let name = match name {
             Some(n) => n,
@@ -1786,9 +1794,9 @@ impl Engine {
                     .by_key_id
                     .read()
                     .map_err(lock_err)?
-                    .get(&h.key_id)
+                    .get(&key_id)
                     .cloned()
-                    .ok_or_else(|| EngineError::KeyNotFound(format!("key id {:08x}", h.key_id)))?
+                    .ok_or_else(|| EngineError::KeyNotFound(format!("key id {key_id:08x}")))?
             }
         };
         Ok(name)
@@ -2112,16 +2120,15 @@ impl Engine {
         let name = match (name, namespace) {
             (Some(n), _) => n.to_owned(),
             (None, None) => doc.name.clone(),
-            // A backup of this namespace's own key carries the prefix.
-            (None, Some(ns))
-                if is_key_name(doc.name.strip_prefix(ns).unwrap_or(&doc.name)) =>
-            {
-                format!("{ns}{}", doc.name.strip_prefix(ns).unwrap_or(&doc.name))
-            }
-            (None, Some(_)) => {
-                return Err(EngineError::BadRequest(
-                    "the backup's key name is not a plain key name: restore it under a name (restore/NAME)".into(),
-                ))
+            (None, Some(ns)) => {
+                // A backup of this namespace's own key carries the prefix.
+                let base = doc.name.strip_prefix(ns).unwrap_or(&doc.name);
+                if !is_key_name(base) {
+                    return Err(EngineError::BadRequest(
+                        "the backup's key name is not a plain key name: restore it under a name (restore/NAME)".into(),
+                    ));
+                }
+                format!("{ns}{base}")
             }
         };
         check_name(&name)?;
