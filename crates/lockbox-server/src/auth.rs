@@ -122,12 +122,11 @@ pub(crate) async fn authenticate(
     token: Option<&str>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<Authz, ApiError> {
-    let limit = st.cfg.unauthenticated_rate_limit;
-    let refused = |st: &AppState| -> ApiError {
-        match peer {
-            Some(ip) if !st.auth.take(&ip.to_string(), limit) => too_many_unauthenticated(),
-            _ => denied(),
-        }
+    // Without a valid token: charged to the address, then refused.
+    let refused = |st: &AppState| {
+        charge_unauthenticated(st, peer)
+            .err()
+            .unwrap_or_else(denied)
     };
     let Some(token) = token else {
         return Err(refused(st));
@@ -135,11 +134,7 @@ pub(crate) async fn authenticate(
     let Some(info) = st.engine.lookup_token(token).await? else {
         return Err(refused(st));
     };
-    let rate = if info.rate_limit > 0 {
-        info.rate_limit
-    } else {
-        st.cfg.token_rate_limit
-    };
+    let rate = effective_rate(st, &info);
     // Its own budget, then each limited ancestor's: a parent's rate is
     // shared by all it made, not multiplied.
     let within = st.auth.take(&info.accessor, rate)
@@ -161,8 +156,8 @@ pub(crate) async fn authenticate(
     Ok(Authz { token: info, acl })
 }
 
-/// Charges an unauthenticated write (init, unseal) to its address's
-/// budget for requests without a valid token.
+/// Charges a request without a valid token (or an unauthenticated write:
+/// init, unseal) to its address's budget.
 pub(crate) fn charge_unauthenticated(
     st: &AppState,
     peer: Option<std::net::IpAddr>,
@@ -176,6 +171,15 @@ pub(crate) fn charge_unauthenticated(
             Err(too_many_unauthenticated())
         }
         _ => Ok(()),
+    }
+}
+
+/// A token's request rate as enforced: its own `rate_limit`, else the
+/// server's default (0: unlimited).
+fn effective_rate(st: &AppState, info: &TokenInfo) -> u32 {
+    match info.rate_limit {
+        0 => st.cfg.token_rate_limit,
+        own => own,
     }
 }
 
@@ -213,6 +217,16 @@ pub(crate) async fn authorize_body(
     r: &Req,
     m: &Matched,
 ) -> Result<Vec<String>, ApiError> {
+    // A key named in the body must be a key name (one path segment).
+    let named = |k: String| {
+        if lockbox_engine::is_key_name(&k) {
+            Ok(k)
+        } else {
+            Err(ApiError::bad(format!(
+                "invalid key name {k:?}: use 1 to 128 characters from A-Z a-z 0-9 - _ ."
+            )))
+        }
+    };
     let mut keys: Vec<String> = Vec::new();
     match m.route.body_keys {
         BodyKeys::None => return Ok(keys),
@@ -220,13 +234,13 @@ pub(crate) async fn authorize_body(
             let key = r
                 .str_field("key")?
                 .ok_or_else(|| ApiError::bad("missing 'key': the encryption key's name"))?;
-            keys.push(key);
+            keys.push(named(key)?);
             if let Some(ix) = r.str_field("index_key")? {
-                keys.push(ix);
+                keys.push(named(ix)?);
             }
         }
         BodyKeys::KeyOrTenant => match (r.str_field("key")?, r.str_field("tenant")?) {
-            (Some(k), None) => keys.push(k),
+            (Some(k), None) => keys.push(named(k)?),
             (None, Some(t)) => {
                 lockbox_kms::check_tenant(&t).map_err(|e| ApiError::bad(e.to_string()))?;
                 keys.push(lockbox_kms::Tenants::key_name(&t));
@@ -243,8 +257,7 @@ pub(crate) async fn authorize_body(
             // may name only a few distinct ones.
             const MAX_KEY_IDS: usize = 32;
             for ct in items.into_iter().filter_map(Value::as_str) {
-                // Per item: a malformed header or an unknown key is that
-                // item's error later; only a key that exists is checked.
+                // Per item: a malformed header is that item's error later.
                 let Ok(h) = lockbox_core::native::inspect_text(ct) else {
                     continue;
                 };
@@ -260,7 +273,7 @@ pub(crate) async fn authorize_body(
                 // header naming one is forged, and refused without naming it.
                 // A key id that names no key is refused like a foreign one
                 // (to anyone but root): which ids exist is not told.
-                match st.engine.native_key_name(ct).await {
+                match st.engine.key_name_of_id(h.key_id).await {
                     Ok(k) if lockbox_engine::is_key_name(&k) || z.acl.is_none() => {
                         if !keys.contains(&k) {
                             keys.push(k);
@@ -273,15 +286,6 @@ pub(crate) async fn authorize_body(
                 }
             }
         }
-    }
-    let named_in_body = m.route.body_keys != BodyKeys::Ciphertexts;
-    if let Some(bad) = keys
-        .iter()
-        .find(|k| named_in_body && !lockbox_engine::is_key_name(k))
-    {
-        return Err(ApiError::bad(format!(
-            "invalid key name {bad:?}: use 1 to 128 characters from A-Z a-z 0-9 - _ ."
-        )));
     }
     let base = r.segments.join("/");
     let sudo = m.route.sudo.contains(&m.verb);
@@ -402,14 +406,9 @@ pub(crate) async fn token(st: &AppState, r: &Req, seg: &[&str]) -> ApiResult {
                 crate::envelope_auth(auth_json(None, &info)).to_string(),
             ))
         }
+        // Leaving children alive without their parent: the route table
+        // requires sudo, as Vault does.
         ["revoke-orphan"] if write => {
-            // Leaving children alive without their parent: sudo, as in Vault.
-            if !me.allows("auth/token/revoke-orphan", Caps::UPDATE, true) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "permission denied: revoke-orphan needs sudo on auth/token/revoke-orphan",
-                ));
-            }
             let acc = target_accessor(st, r).await?;
             st.engine.revoke_orphan_accessor(&acc).await?;
             no_content()
@@ -454,13 +453,13 @@ fn string_list(v: Option<&Value>, name: &str) -> Result<Vec<String>, ApiError> {
     }
 }
 
+/// The most metadata entries a token may carry.
+const META_MAX_ENTRIES: usize = 64;
+
 /// `auth/token/create` and `create-orphan` (`path`): a child of the caller,
 /// bounded by it (the engine caps its TTL at the caller's expiry; its rate
 /// limit may not exceed the caller's), or with sudo on `path` an orphan
 /// (`create-orphan`, or `no_parent`), bounded by the system maximum only.
-/// The most metadata entries a token may carry.
-const META_MAX_ENTRIES: usize = 64;
-
 async fn create(st: &AppState, r: &Req, me: &Authz, path: &str) -> ApiResult {
     let policies = string_list(r.body.get("policies"), "policies")?;
     let sudo = me.allows(path, Caps::UPDATE, true);
@@ -510,14 +509,9 @@ async fn create(st: &AppState, r: &Req, me: &Authz, path: &str) -> ApiResult {
         meta,
         rate_limit: r.u32_field("rate_limit")?.unwrap_or_default(),
     };
-    // The caller's rate as `authorize` applies it: its own, else the
-    // server's default (0: unlimited).
     let parent = (!orphan).then(|| Parent {
         token: &me.token,
-        rate_limit: match me.token.rate_limit {
-            0 => st.cfg.token_rate_limit,
-            own => own,
-        },
+        rate_limit: effective_rate(st, &me.token),
     });
     let made = st.engine.create_token_under(&req, parent).await?;
     let mut body = crate::envelope_auth(auth_json(Some(&made.token), &made.info));

@@ -160,7 +160,11 @@ impl AppState {
 
 /// The router: every path under `/v1/` goes through one dispatcher.
 pub fn router(engine: Engine, cfg: ServerConfig) -> Router {
-    let st = AppState::new(engine, cfg);
+    app(AppState::new(engine, cfg))
+}
+
+/// The one handler over `st`, for [`router`] and the listeners.
+fn app(st: AppState) -> Router {
     Router::new().fallback(handle).with_state(st)
 }
 
@@ -538,17 +542,15 @@ async fn serve_request(
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    if is_public(&r.segments, &r.method, r.list) {
+    if let Some(p) = Public::of(&r.segments, &r.method, r.list) {
         // The probes are free; init and unseal (writes, audited) and the
         // OpenAPI document (180 KB) are charged like any request without
         // a token.
-        if matches!(r.method, Method::PUT | Method::POST)
-            || r.segments.first().is_some_and(|s| s == "openapi.json")
-        {
+        if p == Public::OpenApi || matches!(r.method, Method::PUT | Method::POST) {
             auth::charge_unauthenticated(st, peer)?;
         }
         read_body(r, &st.cfg, body, PUBLIC_BODY_LIMIT).await?;
-        return dispatch_public(st, r).await;
+        return dispatch_public(st, r, p).await;
     }
     if st.engine.is_sealed() {
         return Err(ApiError::new(
@@ -574,32 +576,51 @@ async fn serve_request(
     dispatch(st, r).await
 }
 
-/// The probes and seal endpoints that need no token, with the methods
-/// they answer; any other method on them is an authenticated request like
-/// the rest (403 without a valid token, then no route).
-fn is_public(seg: &[String], m: &Method, list: bool) -> bool {
-    let read = *m == Method::GET && !list;
-    let write = matches!(*m, Method::PUT | Method::POST);
-    match seg {
-        [a] => a == "openapi.json" && read,
-        [a, b] if a == "sys" => match b.as_str() {
-            "health" => read || *m == Method::HEAD,
-            "seal-status" => read,
-            "init" => read || write,
-            "unseal" => write,
-            _ => false,
-        },
-        _ => false,
+/// The endpoints that need no token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Public {
+    Health,
+    SealStatus,
+    Init,
+    Unseal,
+    OpenApi,
+}
+
+impl Public {
+    /// The endpoint a request reaches without a token, on the methods it
+    /// answers; any other method on these paths is an authenticated
+    /// request like the rest (403 without a valid token, then no route).
+    fn of(seg: &[String], m: &Method, list: bool) -> Option<Public> {
+        let read = *m == Method::GET && !list;
+        let write = matches!(*m, Method::PUT | Method::POST);
+        let p = match seg {
+            [a] if a == "openapi.json" => Public::OpenApi,
+            [a, b] if a == "sys" => match b.as_str() {
+                "health" => Public::Health,
+                "seal-status" => Public::SealStatus,
+                "init" => Public::Init,
+                "unseal" => Public::Unseal,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let answers = match p {
+            Public::Health => read || *m == Method::HEAD,
+            Public::SealStatus | Public::OpenApi => read,
+            Public::Init => read || write,
+            Public::Unseal => write,
+        };
+        answers.then_some(p)
     }
 }
 
-async fn dispatch_public(st: &AppState, r: &Req) -> ApiResult {
-    match r.segments.get(1).map(String::as_str) {
-        Some("health") => sys_health(st).await,
-        Some("seal-status") => sys_seal_status(st).await,
-        Some("init") => sys_init(st, r).await,
-        Some("unseal") => sys_unseal(st, r).await,
-        _ => {
+async fn dispatch_public(st: &AppState, r: &Req, p: Public) -> ApiResult {
+    match p {
+        Public::Health => sys_health(st).await,
+        Public::SealStatus => sys_seal_status(st).await,
+        Public::Init => sys_init(st, r).await,
+        Public::Unseal => sys_unseal(st, r).await,
+        Public::OpenApi => {
             let mut resp = Response::new(Body::from(OPENAPI));
             resp.headers_mut()
                 .insert("content-type", HeaderValue::from_static("application/json"));
@@ -917,7 +938,7 @@ fn event_data(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
             "data: at most 16 fields, names of 1 to 64 characters (not type, event, time, seq, seg, mac, accessor, role, request_id or reported_by), values strings, numbers, booleans, null or lists of those, 4096 bytes in all",
         )
     };
-    if m.len() > 16 || Value::Object(m.clone()).to_string().len() > 4096 {
+    if m.len() > 16 || serde_json::to_vec(m).map_or(true, |b| b.len() > 4096) {
         return Err(bad());
     }
     let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));

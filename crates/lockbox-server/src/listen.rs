@@ -57,7 +57,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::{handle, tls, ApiError, AppState, ServerConfig};
+use crate::{tls, ApiError, AppState, ServerConfig};
 use lockbox_engine::Engine;
 
 /// Serve on `listener` until `shutdown` completes.
@@ -73,7 +73,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let limits = Limits::of(&cfg);
     let st = AppState::new(engine, cfg);
-    let app = Router::new().fallback(handle).with_state(st.clone());
+    let app = crate::app(st.clone());
     let res = run(listener, app, limits, None, shutdown).await;
     finish_audit(st).await;
     res
@@ -131,7 +131,7 @@ pub async fn serve_tls(
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
     });
-    let app = Router::new().fallback(handle).with_state(st.clone());
+    let app = crate::app(st.clone());
     let res = run(listener, app, limits, Some(current), shutdown).await;
     finish_audit(st).await;
     res
