@@ -44,6 +44,13 @@ impl Api {
         (t, a, v)
     }
 
+    /// The status of root's `path` (an accessor endpoint) on `accessor`.
+    async fn on_accessor(&self, path: &str, accessor: &str) -> u16 {
+        self.call(ROOT, "POST", path, json!({ "accessor": accessor }))
+            .await
+            .0
+    }
+
     async fn status_of_lookup_self(&self, token: &str) -> u16 {
         self.call(token, "GET", "auth/token/lookup-self", Value::Null)
             .await
@@ -231,24 +238,16 @@ async fn revoking_a_parent_revokes_its_children_at_once() {
         assert_eq!(api.status_of_lookup_self(t).await, 403);
     }
     assert_eq!(api.status_of_lookup_self(&other).await, 200);
-    let (s, _) = api
-        .call(
-            ROOT,
-            "POST",
-            "auth/token/lookup-accessor",
-            json!({"accessor": child_acc}),
-        )
-        .await;
-    assert_eq!(s, 404);
-    let (s, _) = api
-        .call(
-            ROOT,
-            "POST",
-            "auth/token/renew-accessor",
-            json!({"accessor": child_acc}),
-        )
-        .await;
-    assert_eq!(s, 404);
+    assert_eq!(
+        api.on_accessor("auth/token/lookup-accessor", &child_acc)
+            .await,
+        404
+    );
+    assert_eq!(
+        api.on_accessor("auth/token/renew-accessor", &child_acc)
+            .await,
+        404
+    );
     // revoke-self takes the children along too.
     let (p2, _, _) = api
         .create(
@@ -548,15 +547,10 @@ async fn orphans_need_sudo_and_outlive_their_creator() {
     assert_eq!(api.status_of_lookup_self(&p).await, 403);
     assert_eq!(api.lookup_self(&c).await["orphan"], true);
     assert_eq!(api.status_of_lookup_self(&gc).await, 200);
-    let (s, _) = api
-        .call(
-            ROOT,
-            "POST",
-            "auth/token/lookup-accessor",
-            json!({"accessor": p_acc}),
-        )
-        .await;
-    assert_eq!(s, 404);
+    assert_eq!(
+        api.on_accessor("auth/token/lookup-accessor", &p_acc).await,
+        404
+    );
 }
 
 #[tokio::test]
